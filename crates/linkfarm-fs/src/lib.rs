@@ -1,14 +1,155 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The filesystem layer: observes a farm and applies a plan, with the safety rules of SPEC §4.
+//!
+//! This is the only code in linkfarm that touches the disk. Inside `link_dir`, the quarantine and
+//! an adopted folder, every call goes through a directory fd opened `O_DIRECTORY|O_NOFOLLOW` and the
+//! `*at` syscalls with `AT_SYMLINK_NOFOLLOW`, so no path inside them is ever resolved through a
+//! symlink. It must never delete or overwrite anything but a symlink or an empty directory: user
+//! data is only moved with `renameat2(RENAME_NOREPLACE)`, and every replacement is an exchange whose
+//! result is checked. A race (a client writing at the same moment) ends in "look again", never in
+//! an error that stops the caller.
+
+mod error;
+mod observe;
+mod ops;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use linkfarm_core::{plan, Action, Farm, Plan};
+
+pub use error::FsError;
+pub use observe::observe;
+
+/// What happened to one action.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done. For a replace, the text of the link that came out.
+    Done(Option<PathBuf>),
+    /// The disk changed between observation and action; nothing was harmed and the next pass
+    /// will see the new state.
+    Raced(String),
+    /// The action failed; nothing was harmed.
+    Failed(FsError),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One applied action and its outcome.
+#[derive(Debug)]
+pub struct ActionResult {
+    /// The action.
+    pub action: Action,
+    /// What happened.
+    pub outcome: Outcome,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// The result of one pass over one farm.
+#[derive(Debug)]
+pub struct PassReport {
+    /// The plan made from the observation.
+    pub plan: Plan,
+    /// Outcomes, in plan order (empty for a dry run).
+    pub results: Vec<ActionResult>,
+    /// Number of write syscalls made (0 on a converged farm).
+    pub writes: u64,
+}
+
+impl PassReport {
+    /// Whether any action failed.
+    pub fn failed(&self) -> bool {
+        self.results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed(_)))
     }
+
+    /// Whether something changed on disk.
+    pub fn changed(&self) -> bool {
+        self.results.iter().any(|r| matches!(r.outcome, Outcome::Done(_)))
+    }
+}
+
+/// Whether to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Observe and plan only.
+    DryRun,
+    /// Observe, plan and apply.
+    Apply,
+}
+
+/// A farm and what linkfarm remembers about it between passes: the real path of `link_dir`'s
+/// parent when it was first opened, so that a component of that path turning into a symlink later
+/// is refused (SPEC §4). One per farm, reused for every pass of a long-running daemon.
+#[derive(Debug)]
+pub struct FarmFs {
+    farm: Farm,
+    anchor: Option<PathBuf>,
+}
+
+impl FarmFs {
+    /// Wraps a validated farm.
+    pub fn new(farm: Farm) -> Self {
+        FarmFs { farm, anchor: None }
+    }
+
+    /// The farm.
+    pub fn farm(&self) -> &Farm {
+        &self.farm
+    }
+
+    /// One pass: observe, plan at `now`, apply (unless a dry run).
+    pub fn pass(&mut self, adopt_after: Duration, now: SystemTime, mode: Mode) -> PassReport {
+        self.pass_with_hook(adopt_after, now, mode, |_| {})
+    }
+
+    /// Like [`FarmFs::pass`], with `hook` called between planning and applying: tests use it to
+    /// change the disk at the worst possible moment.
+    pub fn pass_with_hook(
+        &mut self,
+        adopt_after: Duration,
+        now: SystemTime,
+        mode: Mode,
+        hook: impl FnOnce(&Plan),
+    ) -> PassReport {
+        let obs = observe::observe_farm(&self.farm, &mut self.anchor);
+        let plan = plan(&self.farm, &obs, now, adopt_after);
+        hook(&plan);
+        if mode == Mode::DryRun || plan.actions.is_empty() {
+            return PassReport {
+                plan,
+                results: Vec::new(),
+                writes: 0,
+            };
+        }
+        let mut ap = ops::Applier::new(&self.farm, &mut self.anchor);
+        let results = plan
+            .actions
+            .iter()
+            .map(|a| ActionResult {
+                action: a.clone(),
+                outcome: ap.apply(a),
+            })
+            .collect();
+        PassReport {
+            plan,
+            results,
+            writes: ap.writes,
+        }
+    }
+}
+
+/// The temp name of a link while it is swapped or removed: `.linkfarm-tmp.<link>.<pid>`, with the
+/// link part shortened when the whole would exceed NAME_MAX.
+pub fn temp_name(link: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let suffix = format!(".{}", std::process::id());
+    let room = 255 - linkfarm_core::TEMP_PREFIX.len() - suffix.len();
+    let b = link.as_bytes();
+    let mut out = linkfarm_core::TEMP_PREFIX.as_bytes().to_vec();
+    out.extend_from_slice(&b[..b.len().min(room)]);
+    out.extend_from_slice(suffix.as_bytes());
+    std::ffi::OsString::from_vec(out)
+}
+
+/// The parent of a farm directory (a validated farm path always has one).
+pub(crate) fn parent_of(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new("/"))
 }

@@ -1,0 +1,357 @@
+//! Observation: reads a farm's directories into a [`linkfarm_core::Observed`] with as few
+//! syscalls as the facts allow (one `getdents` stream per directory, one `readlinkat` per link;
+//! `fstatat` only where a time or owner is needed). Read-only by construction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+
+use linkfarm_core::{
+    desired_links, Child, Farm, LinkDirObs, Node, Observed, OnConflict, TargetKind, TargetObs,
+};
+
+use crate::parent_of;
+
+/// How deep an adopted folder is walked before linkfarm gives up on it (and leaves it in place).
+pub(crate) const MAX_DEPTH: usize = 256;
+
+pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_NOFOLLOW);
+
+/// Opens `name` inside `dir` as a directory, never through a symlink.
+pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    openat(dir, name, DIR_FLAGS, Mode::empty())
+}
+
+/// Opens an admin-configured directory path (its components may be symlinks the admin made).
+pub(crate) fn open_dir_path(path: &Path) -> nix::Result<OwnedFd> {
+    open(path, DIR_FLAGS.difference(OFlag::O_NOFOLLOW), Mode::empty())
+}
+
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+pub(crate) fn is_symlink(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn newest(st: &FileStat) -> SystemTime {
+    let t = |s: i64, ns: i64| {
+        if s < 0 {
+            UNIX_EPOCH
+        } else {
+            UNIX_EPOCH + Duration::new(s as u64, ns.clamp(0, 999_999_999) as u32)
+        }
+    };
+    t(st.st_mtime, st.st_mtime_nsec).max(t(st.st_ctime, st.st_ctime_nsec))
+}
+
+/// Why `link_dir` is refused, or its open fd.
+pub(crate) enum LinkDirOpen {
+    Open { parent: OwnedFd, dir: OwnedFd },
+    Problem(LinkDirObs),
+}
+
+/// Opens `link_dir` safely: its parent by path, checked against the real path recorded at the
+/// first open (`anchor`), then `link_dir` itself with `O_NOFOLLOW`.
+pub(crate) fn open_link_dir(farm: &Farm, anchor: &mut Option<PathBuf>) -> LinkDirOpen {
+    let parent_path = parent_of(&farm.link_dir);
+    let parent = match open_dir_path(parent_path) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return LinkDirOpen::Problem(LinkDirObs::Missing { parent_exists: false }),
+        Err(e) => {
+            return LinkDirOpen::Problem(LinkDirObs::Unreadable(format!(
+                "{}: {}",
+                parent_path.display(),
+                e.desc()
+            )))
+        }
+    };
+    // Where the parent really is. If /proc is not mounted there is nothing to compare; the
+    // O_NOFOLLOW on link_dir itself still holds.
+    if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", parent.as_raw_fd())) {
+        match anchor {
+            None => *anchor = Some(real),
+            Some(a) if *a != real => {
+                return LinkDirOpen::Problem(LinkDirObs::Symlink(format!(
+                    "a component of the path of link_dir {} changed to a symlink since start-up: \
+                     it resolved to {}, now to {} (reload linkfarm if the change is intended)",
+                    farm.link_dir.display(),
+                    a.display(),
+                    real.display()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let name = farm.link_dir.file_name().unwrap_or_default();
+    match open_dir_at(parent.as_fd(), name) {
+        Ok(dir) => LinkDirOpen::Open { parent, dir },
+        Err(Errno::ENOENT) => LinkDirOpen::Problem(LinkDirObs::Missing { parent_exists: true }),
+        Err(Errno::ELOOP) => LinkDirOpen::Problem(symlink_refusal(farm)),
+        Err(Errno::ENOTDIR) => match lstat_at(parent.as_fd(), name) {
+            Ok(st) if is_symlink(&st) => LinkDirOpen::Problem(symlink_refusal(farm)),
+            _ => LinkDirOpen::Problem(LinkDirObs::NotDir),
+        },
+        Err(e) => LinkDirOpen::Problem(LinkDirObs::Unreadable(e.desc().into())),
+    }
+}
+
+fn symlink_refusal(farm: &Farm) -> LinkDirObs {
+    LinkDirObs::Symlink(format!(
+        "{} is a symlink; linkfarm never works through a symlinked link_dir (security)",
+        farm.link_dir.display()
+    ))
+}
+
+/// One directory entry: its name and the type `getdents` reported.
+pub(crate) fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<(OsString, Option<Type>)>> {
+    // Dir takes ownership of the fd it reads, so it gets a fresh open of the same directory.
+    let fd = openat(dir, ".", DIR_FLAGS, Mode::empty())?;
+    let mut d = Dir::from_fd(fd)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((OsStr::from_bytes(name).to_owned(), e.file_type()));
+    }
+    Ok(out)
+}
+
+/// Observes one farm.
+pub fn observe(farm: &Farm) -> Observed {
+    observe_farm(farm, &mut None)
+}
+
+pub(crate) fn observe_farm(farm: &Farm, anchor: &mut Option<PathBuf>) -> Observed {
+    let (target, target_fd) = observe_target(farm);
+    let desired = desired_links(farm, &target);
+    let link_dir = match (&target, open_link_dir(farm, anchor)) {
+        // A degraded farm changes nothing, so there is nothing to read on the link side either.
+        (TargetObs::Present(_), LinkDirOpen::Open { dir, .. }) => {
+            let walk: BTreeMap<&OsStr, &OsStr> = if farm.on_conflict == OnConflict::Keep {
+                BTreeMap::new()
+            } else {
+                desired
+                    .iter()
+                    .map(|d| (d.link.as_os_str(), d.target.as_os_str()))
+                    .collect()
+            };
+            let names: BTreeSet<&OsStr> = desired.iter().map(|d| d.link.as_os_str()).collect();
+            observe_links(
+                farm,
+                dir.as_fd(),
+                &names,
+                &walk,
+                target_fd.as_ref().map(|f| f.as_fd()),
+            )
+        }
+        (TargetObs::Present(_), LinkDirOpen::Problem(p)) => p,
+        _ => LinkDirObs::Present(BTreeMap::new()),
+    };
+    Observed { target, link_dir }
+}
+
+fn observe_target(farm: &Farm) -> (TargetObs, Option<OwnedFd>) {
+    let fd = match open_dir_path(&farm.target_dir) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return (TargetObs::Missing, None),
+        Err(Errno::ENOTDIR) => return (TargetObs::NotDir, None),
+        Err(e) => return (TargetObs::Unreadable(e.desc().into()), None),
+    };
+    let entries = match list(fd.as_fd()) {
+        Ok(e) => e,
+        Err(e) => return (TargetObs::Unreadable(e.desc().into()), None),
+    };
+    let wanted_links: Option<BTreeSet<&str>> = farm
+        .explicit()
+        .map(|l| l.iter().map(|e| e.target.as_str()).collect());
+    let mut map = BTreeMap::new();
+    for (name, ty) in entries {
+        let kind = match ty {
+            Some(Type::Directory) => TargetKind::Dir,
+            Some(Type::Symlink) => {
+                // A symlinked target only counts for an explicit entry, so only then is it followed.
+                let wanted = wanted_links
+                    .as_ref()
+                    .is_some_and(|w| name.to_str().is_some_and(|n| w.contains(n)));
+                if wanted && fstatat(fd.as_fd(), name.as_os_str(), AtFlags::empty()).is_ok_and(|s| is_dir(&s))
+                {
+                    TargetKind::LinkToDir
+                } else {
+                    TargetKind::Other
+                }
+            }
+            Some(_) => TargetKind::Other,
+            None => match lstat_at(fd.as_fd(), &name) {
+                Ok(st) if is_dir(&st) => TargetKind::Dir,
+                Ok(_) => TargetKind::Other,
+                Err(_) => continue,
+            },
+        };
+        map.insert(name, kind);
+    }
+    (TargetObs::Present(map), Some(fd))
+}
+
+fn observe_links(
+    farm: &Farm,
+    dir: BorrowedFd<'_>,
+    desired: &BTreeSet<&OsStr>,
+    walk: &BTreeMap<&OsStr, &OsStr>,
+    target_fd: Option<BorrowedFd<'_>>,
+) -> LinkDirObs {
+    let entries = match list(dir) {
+        Ok(e) => e,
+        Err(e) => return LinkDirObs::Unreadable(e.desc().into()),
+    };
+    let mut map = BTreeMap::new();
+    for (name, ty) in entries {
+        if let Some(node) = observe_entry(farm, dir, &name, ty, desired, walk, target_fd) {
+            map.insert(name, node);
+        }
+    }
+    LinkDirObs::Present(map)
+}
+
+fn observe_entry(
+    farm: &Farm,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    ty: Option<Type>,
+    desired: &BTreeSet<&OsStr>,
+    walk: &BTreeMap<&OsStr, &OsStr>,
+    target_fd: Option<BorrowedFd<'_>>,
+) -> Option<Node> {
+    if ty == Some(Type::Symlink) {
+        match readlinkat(dir, name) {
+            Ok(text) => {
+                let owner = match farm.owner {
+                    Some(_) => lstat_at(dir, name).ok().map(|s| (s.st_uid, s.st_gid)),
+                    None => None,
+                };
+                return Some(Node::Symlink {
+                    text: PathBuf::from(text),
+                    owner,
+                });
+            }
+            Err(Errno::ENOENT) => return None,
+            // Replaced by something else since getdents: look at what it is now.
+            Err(_) => {}
+        }
+    }
+    let interesting = desired.contains(name);
+    if !interesting && ty.is_some() && ty != Some(Type::Symlink) {
+        // Undesired non-links are left alone, so their details do not matter.
+        return Some(match ty {
+            Some(Type::Directory) => Node::Dir {
+                newest: UNIX_EPOCH,
+                children: None,
+            },
+            Some(Type::File) => Node::File { newest: UNIX_EPOCH },
+            _ => Node::Other { newest: UNIX_EPOCH },
+        });
+    }
+    let st = lstat_at(dir, name).ok()?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    Some(if kind == SFlag::S_IFLNK {
+        let text = readlinkat(dir, name).ok()?;
+        Node::Symlink {
+            text: PathBuf::from(text),
+            owner: farm.owner.map(|_| (st.st_uid, st.st_gid)),
+        }
+    } else if kind == SFlag::S_IFDIR {
+        let children = walk
+            .get(name)
+            .map(|target| observe_children(dir, name, target, target_fd));
+        Node::Dir {
+            newest: newest(&st),
+            children,
+        }
+    } else if kind == SFlag::S_IFREG {
+        Node::File { newest: newest(&st) }
+    } else {
+        Node::Other { newest: newest(&st) }
+    })
+}
+
+/// The entries of a real folder at a link path, each with the newest time of its whole subtree.
+fn observe_children(
+    link_dir: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &OsStr,
+    target_fd: Option<BorrowedFd<'_>>,
+) -> Vec<Child> {
+    let Ok(fd) = open_dir_at(link_dir, name) else {
+        return vec![Child {
+            name: OsString::new(),
+            newest: UNIX_EPOCH,
+            exists_in_target: false,
+            error: Some("cannot open the folder".into()),
+        }];
+    };
+    let target_sub = target_fd.and_then(|t| open_dir_at(t, target).ok());
+    let entries = match list(fd.as_fd()) {
+        Ok(e) => e,
+        Err(e) => {
+            return vec![Child {
+                name: OsString::new(),
+                newest: UNIX_EPOCH,
+                exists_in_target: false,
+                error: Some(e.desc().into()),
+            }]
+        }
+    };
+    entries
+        .into_iter()
+        .map(|(child, _)| {
+            let (newest, error) = match subtree_newest(fd.as_fd(), &child, 0) {
+                Ok(t) => (t, None),
+                Err(e) => (UNIX_EPOCH, Some(e)),
+            };
+            let exists_in_target = target_sub
+                .as_ref()
+                .is_some_and(|t| lstat_at(t.as_fd(), &child).is_ok());
+            Child {
+                name: child,
+                newest,
+                exists_in_target,
+                error,
+            }
+        })
+        .collect()
+}
+
+/// Newest mtime/ctime of `name` and everything below it, never following a symlink.
+fn subtree_newest(dir: BorrowedFd<'_>, name: &OsStr, depth: usize) -> Result<SystemTime, String> {
+    let st = lstat_at(dir, name).map_err(|e| e.desc().to_string())?;
+    let mut t = newest(&st);
+    if is_dir(&st) {
+        if depth >= MAX_DEPTH {
+            return Err(format!("more than {MAX_DEPTH} levels deep"));
+        }
+        let fd = open_dir_at(dir, name).map_err(|e| e.desc().to_string())?;
+        for (child, _) in list(fd.as_fd()).map_err(|e| e.desc().to_string())? {
+            t = t.max(subtree_newest(fd.as_fd(), &child, depth + 1)?);
+        }
+    }
+    Ok(t)
+}

@@ -1,0 +1,111 @@
+//! Helpers shared by the filesystem tests: a temp tree per test and a farm parsed from YAML.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use linkfarm_core::{parse_config, Farm, FarmState, IdLookup};
+use linkfarm_fs::{FarmFs, Mode, Outcome, PassReport};
+
+pub struct NoIds;
+impl IdLookup for NoIds {
+    fn user(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn group(&self, _: &str) -> Option<u32> {
+        None
+    }
+}
+
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    /// A root with `models/` (target_dir) holding `targets`, and `up/` (link_dir).
+    pub fn new(targets: &[&str]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("models")).unwrap();
+        fs::create_dir(dir.path().join("up")).unwrap();
+        for t in targets {
+            fs::create_dir(dir.path().join("models").join(t)).unwrap();
+        }
+        Tree { dir }
+    }
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn t(&self, name: &str) -> PathBuf {
+        self.root().join("models").join(name)
+    }
+    pub fn l(&self, name: &str) -> PathBuf {
+        self.root().join("up").join(name)
+    }
+    /// A farm over this tree; `farm_yaml` is extra farm keys, e.g. "    on_conflict: keep\n".
+    pub fn farm(&self, entries: &str, farm_yaml: &str) -> Farm {
+        let text = format!(
+            "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: up\n    entries: {entries}\n{farm_yaml}"
+        );
+        let file = self.root().join("linkfarm.yaml");
+        parse_config(&text, &file, &NoIds).unwrap().farms.remove(0)
+    }
+    pub fn write(&self, path: &Path, content: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    pub fn link(&self, name: &str, text: impl AsRef<Path>) {
+        symlink(text, self.l(name)).unwrap();
+    }
+}
+
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+pub const SETTLED: Duration = Duration::ZERO;
+pub const LONG: Duration = Duration::from_secs(3600);
+
+pub fn apply(fs: &mut FarmFs, adopt_after: Duration) -> PassReport {
+    let r = fs.pass(adopt_after, now(), Mode::Apply);
+    for res in &r.results {
+        if let Outcome::Failed(e) = &res.outcome {
+            panic!("{} failed: {e}", res.action);
+        }
+    }
+    r
+}
+
+pub fn check(fs: &mut FarmFs, adopt_after: Duration) -> PassReport {
+    fs.pass(adopt_after, now(), Mode::DryRun)
+}
+
+#[track_caller]
+pub fn assert_converged(fs: &mut FarmFs) {
+    let r = check(fs, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Converged, "{:#?}", r.plan);
+}
+
+pub fn link_text(p: &Path) -> Option<PathBuf> {
+    fs::read_link(p).ok()
+}
+
+/// Every regular file under `root` (not following symlinks): content → count.
+pub fn inventory(root: &Path) -> BTreeMap<Vec<u8>, usize> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                *out.entry(fs::read(e.path()).unwrap()).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,500 @@
+//! The filesystem layer against real directories and real syscalls: every row of SPEC §2 on disk,
+//! and a hostile test for each safety rule of SPEC §3–§4. Races are made deterministic with the
+//! hook that runs between planning and applying.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use common::*;
+use linkfarm_core::{FarmState, Op};
+use linkfarm_fs::{FarmFs, Mode, Outcome};
+
+#[test]
+fn empty_link_dir_converges_and_a_second_pass_makes_no_writes() {
+    let t = Tree::new(&["checkpoints", "loras", "vae"]);
+    let mut f = FarmFs::new(t.farm("[checkpoints, loras, vae]", ""));
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.results.len(), 3);
+    assert!(r.writes >= 3);
+    for n in ["checkpoints", "loras", "vae"] {
+        assert_eq!(link_text(&t.l(n)).unwrap(), t.t(n));
+    }
+    let again = apply(&mut f, SETTLED);
+    assert!(again.results.is_empty());
+    assert_eq!(again.writes, 0, "a converged pass makes no write syscall");
+    assert_eq!(again.plan.state, FarmState::Converged);
+}
+
+#[test]
+fn deleted_wrong_and_foreign_links_are_repaired() {
+    let t = Tree::new(&["a", "b", "c"]);
+    let mut f = FarmFs::new(t.farm("[a, b, c]", ""));
+    t.link("b", t.t("a"));
+    t.link("c", "/etc");
+    let r = apply(&mut f, SETTLED);
+    let ops: Vec<_> = r.results.iter().map(|x| x.action.op.name()).collect();
+    assert_eq!(ops, ["create", "replace", "replace"]);
+    // The replace reports the text of the link that came out.
+    assert!(matches!(&r.results[2].outcome, Outcome::Done(Some(p)) if p == Path::new("/etc")));
+    assert_eq!(link_text(&t.l("b")).unwrap(), t.t("b"));
+    assert_eq!(link_text(&t.l("c")).unwrap(), t.t("c"));
+    assert_converged(&mut f);
+}
+
+#[test]
+fn relative_links_resolve_to_the_target() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", "    link_style: relative\n"));
+    apply(&mut f, SETTLED);
+    assert_eq!(link_text(&t.l("vae")).unwrap(), Path::new("../models/vae"));
+    assert!(t.l("vae").join(".").is_dir());
+}
+
+#[test]
+fn star_entries_follow_the_target_dir_and_prune() {
+    let t = Tree::new(&["a", "b", ".hidden"]);
+    let mut f = FarmFs::new(t.farm("\"*\"", ""));
+    apply(&mut f, SETTLED);
+    assert!(t.l("a").is_symlink() && t.l("b").is_symlink() && !t.l(".hidden").exists());
+    fs::rename(t.t("b"), t.t("b2")).unwrap();
+    apply(&mut f, SETTLED);
+    assert!(!t.l("b").is_symlink(), "the link of the renamed target is pruned");
+    assert_eq!(link_text(&t.l("b2")).unwrap(), t.t("b2"));
+    assert_converged(&mut f);
+}
+
+#[test]
+fn unusual_names_are_handled_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new(&[]);
+    let long = "x".repeat(255);
+    let names: Vec<&OsStr> = vec![
+        OsStr::new("new\nline"),
+        OsStr::from_bytes(b"latin1-\xe9"),
+        OsStr::new(&long),
+        OsStr::new(" spaced "),
+    ];
+    for n in &names {
+        fs::create_dir(t.root().join("models").join(n)).unwrap();
+    }
+    let mut f = FarmFs::new(t.farm("\"*\"", ""));
+    apply(&mut f, SETTLED);
+    for n in &names {
+        let p = t.root().join("up").join(n);
+        assert_eq!(fs::read_link(&p).unwrap(), t.root().join("models").join(n));
+    }
+    // A 255-byte name still gets a valid temp name when it must be replaced.
+    let p = t.root().join("up").join(&long);
+    fs::remove_file(&p).unwrap();
+    symlink("/elsewhere", &p).unwrap();
+    apply(&mut f, SETTLED);
+    assert_eq!(fs::read_link(&p).unwrap(), t.root().join("models").join(&long));
+    assert_converged(&mut f);
+}
+
+#[test]
+fn pruning_removes_managed_links_only() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = FarmFs::new(t.farm("[a]", ""));
+    t.link("old", t.t("b"));
+    t.link("mine", "/usr");
+    t.write(&t.l("notes.txt"), "keep me");
+    fs::create_dir(t.l("folder")).unwrap();
+    apply(&mut f, SETTLED);
+    assert!(!t.l("old").exists() && !t.l("old").is_symlink());
+    assert_eq!(link_text(&t.l("mine")).unwrap(), Path::new("/usr"));
+    assert_eq!(fs::read_to_string(t.l("notes.txt")).unwrap(), "keep me");
+    assert!(t.l("folder").is_dir());
+}
+
+#[test]
+fn dangling_link_is_removed_when_its_target_goes() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = FarmFs::new(t.farm("[a, b]", ""));
+    apply(&mut f, SETTLED);
+    fs::remove_dir(t.t("b")).unwrap();
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.results[0].action.op.name(), "remove");
+    assert!(!t.l("b").is_symlink());
+    let c = check(&mut f, SETTLED);
+    assert_eq!(c.plan.state, FarmState::Drift, "a missing target is reported");
+    assert!(c.plan.actions.is_empty());
+}
+
+#[test]
+fn create_targets_makes_the_folder_with_the_exact_mode() {
+    let t = Tree::new(&[]);
+    let mut f = FarmFs::new(t.farm("[clip]", "    create_targets: true\n    dir_mode: \"0750\"\n"));
+    apply(&mut f, SETTLED);
+    let mode = fs::metadata(t.t("clip")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750);
+    assert!(t.l("clip").is_symlink());
+}
+
+#[test]
+fn missing_link_dir_is_created_when_its_parent_exists() {
+    let t = Tree::new(&["a"]);
+    fs::remove_dir(t.root().join("up")).unwrap();
+    let mut f = FarmFs::new(t.farm("[a]", "    dir_mode: \"0711\"\n"));
+    apply(&mut f, SETTLED);
+    let mode = fs::metadata(t.root().join("up")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o711);
+    assert!(t.l("a").is_symlink());
+}
+
+#[test]
+fn degraded_farm_changes_nothing_in_link_dir() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = FarmFs::new(t.farm("[a, b]", ""));
+    apply(&mut f, SETTLED);
+    fs::rename(t.root().join("models"), t.root().join("models.away")).unwrap();
+    fs::remove_file(t.l("a")).unwrap();
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Degraded);
+    assert_eq!(r.writes, 0);
+    assert!(
+        t.l("b").is_symlink(),
+        "the dangling link stays while the volume is away"
+    );
+    assert!(!t.l("a").is_symlink(), "and nothing is created");
+    fs::rename(t.root().join("models.away"), t.root().join("models")).unwrap();
+    apply(&mut f, SETTLED);
+    assert_converged(&mut f);
+}
+
+#[test]
+fn leftover_temp_links_are_removed_but_other_temp_names_are_not() {
+    let t = Tree::new(&["a"]);
+    let mut f = FarmFs::new(t.farm("[a]", ""));
+    t.link(".linkfarm-tmp.a.99999", t.t("a"));
+    t.write(&t.l(".linkfarm-tmp.b.1"), "a user file with an unlucky name");
+    apply(&mut f, SETTLED);
+    assert!(!t.l(".linkfarm-tmp.a.99999").is_symlink());
+    assert!(t.l(".linkfarm-tmp.b.1").is_file());
+}
+
+// ---- SPEC §3: conflicts and the no-data-loss rule -------------------------------------------
+
+#[test]
+fn client_made_folder_is_adopted_and_the_link_restored() {
+    let t = Tree::new(&["loras"]);
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    t.write(&t.l("loras/style.safetensors"), "weights");
+    t.write(&t.l("loras/sub/more.safetensors"), "more weights");
+    let c = check(&mut f, SETTLED);
+    let ops: Vec<_> = c.plan.actions.iter().map(|a| a.to_string()).collect();
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    apply(&mut f, SETTLED);
+    assert_eq!(
+        fs::read_to_string(t.t("loras/style.safetensors")).unwrap(),
+        "weights"
+    );
+    assert_eq!(
+        fs::read_to_string(t.t("loras/sub/more.safetensors")).unwrap(),
+        "more weights"
+    );
+    assert_eq!(link_text(&t.l("loras")).unwrap(), t.t("loras"));
+    assert_converged(&mut f);
+}
+
+#[test]
+fn unsettled_upload_is_not_moved() {
+    let t = Tree::new(&["loras"]);
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    t.write(&t.l("loras/uploading.part"), "half");
+    let r = apply(&mut f, LONG);
+    assert!(r.results.is_empty());
+    assert!(
+        r.plan.recheck_at.is_some(),
+        "an unsettled entry schedules its own look"
+    );
+    assert!(t.l("loras/uploading.part").is_file());
+}
+
+#[test]
+fn adoption_clash_goes_to_quarantine_and_overwrites_nothing() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", ""));
+    t.write(&t.t("vae/model.pt"), "original");
+    t.write(&t.l("vae/model.pt"), "client copy");
+    let before = inventory(t.root());
+    apply(&mut f, SETTLED);
+    assert_eq!(fs::read_to_string(t.t("vae/model.pt")).unwrap(), "original");
+    let q = t.root().join(".linkfarm-quarantine/m");
+    let moved: Vec<_> = fs::read_dir(&q).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        fs::read_to_string(moved[0].join("model.pt")).unwrap(),
+        "client copy"
+    );
+    assert_eq!(inventory(t.root()), before);
+    assert_converged(&mut f);
+}
+
+#[test]
+fn adopted_symlink_to_an_outside_file_is_moved_as_a_link() {
+    let t = Tree::new(&["loras"]);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("shadow");
+    fs::write(&secret, "outside").unwrap();
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    fs::create_dir(t.l("loras")).unwrap();
+    symlink(&secret, t.l("loras/evil")).unwrap();
+    apply(&mut f, SETTLED);
+    let moved = t.t("loras/evil");
+    assert!(moved.is_symlink(), "moved as a link");
+    assert_eq!(fs::read_link(&moved).unwrap(), secret);
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "outside");
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn quarantine_policy_moves_the_whole_folder() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", "    on_conflict: quarantine\n"));
+    t.write(&t.l("vae/a.bin"), "A");
+    let before = inventory(t.root());
+    apply(&mut f, SETTLED);
+    assert!(t.l("vae").is_symlink());
+    assert_eq!(inventory(t.root()), before);
+    assert!(!t.t("vae/a.bin").exists(), "quarantine does not adopt");
+}
+
+#[test]
+fn keep_policy_moves_nothing_and_reports_a_conflict() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", "    on_conflict: keep\n"));
+    t.write(&t.l("vae/a.bin"), "A");
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Conflict);
+    assert_eq!(r.writes, 0);
+    assert_eq!(fs::read_to_string(t.l("vae/a.bin")).unwrap(), "A");
+}
+
+#[test]
+fn regular_file_at_a_link_path_is_quarantined() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", ""));
+    t.write(&t.l("vae"), "not a folder");
+    let before = inventory(t.root());
+    apply(&mut f, SETTLED);
+    assert!(t.l("vae").is_symlink());
+    assert_eq!(inventory(t.root()), before);
+}
+
+#[test]
+fn fifo_at_a_link_path_is_quarantined_without_opening_it() {
+    let t = Tree::new(&["vae"]);
+    let mut f = FarmFs::new(t.farm("[vae]", ""));
+    nix::unistd::mkfifo(&t.l("vae"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    apply(&mut f, SETTLED);
+    assert!(t.l("vae").is_symlink());
+}
+
+// ---- SPEC §4: hostile trees and races ----------------------------------------------------------
+
+#[test]
+fn symlinked_link_dir_is_refused_and_nothing_is_written_through_it() {
+    let t = Tree::new(&["a"]);
+    let etc_like = tempfile::tempdir().unwrap();
+    fs::write(etc_like.path().join("passwd"), "root:x:0:0").unwrap();
+    fs::remove_dir(t.root().join("up")).unwrap();
+    symlink(etc_like.path(), t.root().join("up")).unwrap();
+    let mut f = FarmFs::new(t.farm("[a, passwd]", "    create_targets: true\n"));
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Error);
+    assert_eq!(r.writes, 0);
+    assert_eq!(fs::read_dir(etc_like.path()).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_to_string(etc_like.path().join("passwd")).unwrap(),
+        "root:x:0:0"
+    );
+}
+
+#[test]
+fn link_dir_swapped_for_a_symlink_between_observe_and_apply_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    let etc_like = tempfile::tempdir().unwrap();
+    let mut f = FarmFs::new(t.farm("[a, b]", ""));
+    let up = t.root().join("up");
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::rename(&up, t.root().join("up.real")).unwrap();
+        symlink(etc_like.path(), &up).unwrap();
+    });
+    assert!(
+        r.results.iter().all(|x| matches!(x.outcome, Outcome::Failed(_))),
+        "{r:#?}"
+    );
+    assert_eq!(
+        fs::read_dir(etc_like.path()).unwrap().count(),
+        0,
+        "nothing written through the swap"
+    );
+}
+
+#[test]
+fn a_path_component_turning_into_a_symlink_after_start_up_is_refused() {
+    let t = Tree::new(&["a"]);
+    let deep = t.root().join("share/user");
+    fs::create_dir_all(&deep).unwrap();
+    let text = "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: [a]\n";
+    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
+        .unwrap()
+        .farms
+        .remove(0);
+    let mut f = FarmFs::new(farm);
+    apply(&mut f, SETTLED);
+    // Someone replaces `share/user` by a symlink to a directory they control.
+    let evil = tempfile::tempdir().unwrap();
+    fs::create_dir(evil.path().join("up")).unwrap();
+    fs::rename(&deep, t.root().join("share/user.moved")).unwrap();
+    symlink(evil.path(), &deep).unwrap();
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Error, "{:#?}", r.plan);
+    assert_eq!(fs::read_dir(evil.path().join("up")).unwrap().count(), 0);
+}
+
+#[test]
+fn wrong_link_that_becomes_an_uploaded_file_before_the_replace_survives() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = FarmFs::new(t.farm("[a, b]", ""));
+    t.link("b", t.t("a"));
+    let target = t.l("b");
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |plan| {
+        assert!(matches!(plan.actions[1].op, Op::Replace { .. }));
+        fs::remove_file(&target).unwrap();
+        fs::write(&target, "fresh upload").unwrap();
+    });
+    assert!(matches!(r.results[1].outcome, Outcome::Raced(_)), "{r:#?}");
+    assert_eq!(fs::read_to_string(t.l("b")).unwrap(), "fresh upload");
+    let leftovers: Vec<_> = fs::read_dir(t.root().join("up"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".linkfarm-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The next pass handles the file as the conflict it now is, and loses nothing.
+    let before = inventory(t.root());
+    apply(&mut f, SETTLED);
+    assert_eq!(inventory(t.root()), before);
+    assert_converged(&mut f);
+}
+
+#[test]
+fn stale_link_that_becomes_a_folder_before_the_prune_survives() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = FarmFs::new(t.farm("[a]", ""));
+    t.link("old", t.t("b"));
+    let p = t.l("old");
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |plan| {
+        assert!(plan.actions.iter().any(|a| a.op.name() == "remove"));
+        fs::remove_file(&p).unwrap();
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("inside.bin"), "data").unwrap();
+    });
+    assert!(
+        r.results.iter().any(|x| matches!(x.outcome, Outcome::Raced(_))),
+        "{r:#?}"
+    );
+    assert_eq!(fs::read_to_string(t.l("old/inside.bin")).unwrap(), "data");
+    apply(&mut f, SETTLED);
+    assert_eq!(
+        fs::read_to_string(t.l("old/inside.bin")).unwrap(),
+        "data",
+        "undesired folders are left alone"
+    );
+}
+
+#[test]
+fn dangling_link_that_becomes_a_file_before_removal_survives() {
+    let t = Tree::new(&["a"]);
+    let mut f = FarmFs::new(t.farm("[a, b]", ""));
+    t.link("b", t.t("b"));
+    let p = t.l("b");
+    f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, "upload").unwrap();
+    });
+    assert_eq!(fs::read_to_string(&p).unwrap(), "upload");
+}
+
+#[test]
+fn file_added_to_an_adopted_folder_during_the_pass_is_kept() {
+    let t = Tree::new(&["loras"]);
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    t.write(&t.l("loras/first"), "1");
+    let late = t.l("loras/late");
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::write(&late, "2").unwrap();
+    });
+    assert!(
+        matches!(r.results.last().unwrap().outcome, Outcome::Raced(_)),
+        "{r:#?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&late).unwrap(),
+        "2",
+        "rmdir of a non-empty folder fails safely"
+    );
+    assert_eq!(fs::read_to_string(t.t("loras/first")).unwrap(), "1");
+    apply(&mut f, SETTLED);
+    assert_eq!(fs::read_to_string(t.t("loras/late")).unwrap(), "2");
+    assert_converged(&mut f);
+}
+
+#[test]
+fn adopted_subfolder_swapped_for_a_symlink_is_moved_as_a_link_only() {
+    let t = Tree::new(&["loras"]);
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), "outside data").unwrap();
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    t.write(&t.l("loras/sub/file"), "inside");
+    let sub = t.l("loras/sub");
+    let stash = t.root().join("stash");
+    f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::rename(&sub, &stash).unwrap();
+        symlink(outside.path(), &sub).unwrap();
+    });
+    assert!(
+        t.t("loras/sub").is_symlink(),
+        "the swapped-in link moved, not what it points to"
+    );
+    assert_eq!(
+        fs::read_to_string(outside.path().join("precious")).unwrap(),
+        "outside data"
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    assert_eq!(fs::read_to_string(stash.join("file")).unwrap(), "inside");
+}
+
+#[test]
+fn folder_appearing_where_a_link_is_created_is_not_touched() {
+    let t = Tree::new(&["a"]);
+    let mut f = FarmFs::new(t.farm("[a]", ""));
+    let p = t.l("a");
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("x"), "client").unwrap();
+    });
+    assert!(matches!(r.results[0].outcome, Outcome::Raced(_)));
+    assert_eq!(fs::read_to_string(p.join("x")).unwrap(), "client");
+}
+
+#[test]
+fn deep_adopted_folder_is_left_in_place_and_reported() {
+    let t = Tree::new(&["loras"]);
+    let mut f = FarmFs::new(t.farm("[loras]", ""));
+    let mut p = t.l("loras");
+    for _ in 0..300 {
+        p.push("d");
+    }
+    fs::create_dir_all(&p).unwrap();
+    fs::write(p.join("bottom"), "deep").unwrap();
+    let r = apply(&mut f, SETTLED);
+    assert_eq!(r.plan.state, FarmState::Conflict, "{:?}", r.plan.findings);
+    assert_eq!(fs::read_to_string(p.join("bottom")).unwrap(), "deep");
+}
