@@ -1,0 +1,267 @@
+//! The `linkfarm` binary as a user runs it: exit codes of SPEC §7, the text and JSON output, the
+//! refusals at start-up, and every shipped example.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_linkfarm"));
+    c.env_remove("LINKFARM_CONFIG");
+    c
+}
+
+struct Demo {
+    dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// The admin guide's layout in a temp dir, with `extra` appended to the farm.
+    fn new(extra: &str) -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::create_dir_all(r.join("storage-models/models")).unwrap();
+        fs::create_dir_all(r.join("storage-user/models-upload")).unwrap();
+        for t in ["checkpoints", "loras", "vae"] {
+            fs::create_dir(r.join("storage-models/models").join(t)).unwrap();
+        }
+        let d = Demo { dir };
+        d.config(extra);
+        d
+    }
+    fn config(&self, extra: &str) {
+        let text = format!(
+            "version: 1\nfarms:\n  - name: models-upload\n    target_dir: storage-models/models\n    \
+             link_dir: storage-user/models-upload\n    entries: [checkpoints, loras, vae]\n{extra}"
+        );
+        fs::write(self.cfg(), text).unwrap();
+    }
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    fn cfg(&self) -> PathBuf {
+        self.root().join("linkfarm.yaml")
+    }
+    fn l(&self, n: &str) -> PathBuf {
+        self.root().join("storage-user/models-upload").join(n)
+    }
+    fn t(&self, n: &str) -> PathBuf {
+        self.root().join("storage-models/models").join(n)
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        bin().arg("-c").arg(self.cfg()).args(args).output().unwrap()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_apply_exit_codes_follow_spec() {
+    let d = Demo::new("");
+    let o = d.run(&["check"]);
+    assert_eq!(code(&o), 1, "drift: {}", stdout(&o));
+    assert!(stdout(&o).contains("would create loras ->"), "{}", stdout(&o));
+    assert!(!d.l("loras").is_symlink(), "check changes nothing");
+    let o = d.run(&["apply", "--dry-run"]);
+    assert_eq!(code(&o), 0);
+    assert!(!d.l("loras").is_symlink(), "a dry run changes nothing");
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("create loras ->"));
+    assert_eq!(fs::read_link(d.l("loras")).unwrap(), d.t("loras"));
+    let o = d.run(&["check"]);
+    assert_eq!(code(&o), 0, "converged: {}", stdout(&o));
+    assert!(stdout(&o).contains("converged (3/3 links ok)"));
+}
+
+#[test]
+fn check_json_is_stable() {
+    let d = Demo::new("");
+    fs::remove_dir(d.t("vae")).unwrap();
+    let o = d.run(&["check", "--json"]);
+    assert_eq!(code(&o), 1);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    let f = &v["farms"][0];
+    assert_eq!(f["name"], "models-upload");
+    assert_eq!(f["state"], "drift");
+    assert_eq!(f["links_total"], 3);
+    assert_eq!(f["actions"][0]["action"], "create");
+    assert_eq!(f["actions"][0]["link"], "checkpoints");
+    assert_eq!(f["actions"][0]["reason"], "missing");
+    assert_eq!(f["actions"][0]["result"], "planned");
+    assert_eq!(f["findings"][0]["kind"], "missing_target");
+    assert_eq!(f["findings"][0]["link"], "vae");
+}
+
+#[test]
+fn apply_json_reports_results() {
+    let d = Demo::new("");
+    let o = d.run(&["apply", "--json"]);
+    assert_eq!(code(&o), 0);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = &v["farms"][0];
+    assert_eq!(f["state"], "converged");
+    assert_eq!(f["actions"].as_array().unwrap().len(), 3);
+    assert!(f["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["result"] == "done"));
+}
+
+#[test]
+fn client_folder_in_place_of_loras_is_explained_then_adopted() {
+    let d = Demo::new("settings:\n  adopt_after: 0s\n");
+    assert_eq!(code(&d.run(&["apply"])), 0);
+    fs::remove_file(d.l("loras")).unwrap();
+    fs::create_dir(d.l("loras")).unwrap();
+    fs::write(d.l("loras/style.safetensors"), "weights-1").unwrap();
+    fs::write(d.l("loras/other.safetensors"), "weights-2").unwrap();
+    let o = d.run(&["check"]);
+    assert_eq!(code(&o), 1);
+    let s = stdout(&o);
+    assert!(
+        s.contains("would adopt loras/style.safetensors into target loras"),
+        "{s}"
+    );
+    assert!(s.contains("would create loras ->"), "{s}");
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(
+        fs::read_to_string(d.t("loras/style.safetensors")).unwrap(),
+        "weights-1"
+    );
+    assert_eq!(
+        fs::read_to_string(d.t("loras/other.safetensors")).unwrap(),
+        "weights-2"
+    );
+    assert_eq!(fs::read_link(d.l("loras")).unwrap(), d.t("loras"));
+}
+
+#[test]
+fn unsettled_folder_is_explained_with_the_time_it_settles() {
+    let d = Demo::new("settings:\n  adopt_after: 1h\n");
+    fs::create_dir(d.l("loras")).unwrap();
+    fs::write(d.l("loras/new.safetensors"), "x").unwrap();
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("waiting until"), "{}", stdout(&o));
+    assert!(d.l("loras/new.safetensors").is_file());
+}
+
+#[test]
+fn validate_reports_file_line_column_and_exits_78() {
+    let d = Demo::new("    on_conflict: maybe\n");
+    let o = d.run(&["validate"]);
+    assert_eq!(code(&o), 78);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{}:7:18: unknown variant `maybe`", d.cfg().display())),
+        "{e}"
+    );
+    assert!(e.contains("hint:"), "{e}");
+    for cmd in ["check", "apply"] {
+        assert_eq!(code(&d.run(&[cmd])), 78, "{cmd} refuses an invalid config too");
+    }
+}
+
+#[test]
+fn missing_config_file_is_a_config_error() {
+    let o = bin()
+        .args(["-c", "/nonexistent/linkfarm.yaml", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 78);
+    assert!(stderr(&o).contains("/nonexistent/linkfarm.yaml: cannot read the config"));
+}
+
+#[test]
+fn config_path_from_environment() {
+    let d = Demo::new("");
+    let o = bin()
+        .env("LINKFARM_CONFIG", d.cfg())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn symlinked_link_dir_at_start_up_exits_78() {
+    let d = Demo::new("");
+    let real = d.root().join("storage-user/elsewhere");
+    fs::rename(d.l(""), &real).unwrap();
+    symlink(&real, d.root().join("storage-user/models-upload")).unwrap();
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 78);
+    assert!(stderr(&o).contains("is a symlink"), "{}", stderr(&o));
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+}
+
+#[test]
+fn config_writable_by_others_is_refused_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let d = Demo::new("");
+    assert_eq!(code(&d.run(&["validate"])), 0);
+    fs::set_permissions(d.cfg(), fs::Permissions::from_mode(0o666)).unwrap();
+    let o = d.run(&["validate"]);
+    assert_eq!(code(&o), 78);
+    assert!(stderr(&o).contains("writable by non-root"), "{}", stderr(&o));
+    fs::set_permissions(d.cfg(), fs::Permissions::from_mode(0o644)).unwrap();
+    nix::unistd::chown(&d.cfg(), Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+    assert_eq!(fs::metadata(d.cfg()).unwrap().uid(), 1000);
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 78);
+    assert!(stderr(&o).contains("owned by uid 1000"), "{}", stderr(&o));
+    assert!(!d.l("loras").is_symlink(), "nothing applied");
+}
+
+#[test]
+fn every_shipped_example_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for e in fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let o = bin().arg("-c").arg(&p).arg("validate").output().unwrap();
+            assert_eq!(code(&o), 0, "{}: {}", p.display(), stderr(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "found {n} examples");
+}
+
+#[test]
+fn demo_example_converges_in_a_copy() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo.yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::copy(&src, tmp.path().join("demo.yaml")).unwrap();
+    fs::create_dir_all(tmp.path().join("demo/storage-models/models")).unwrap();
+    fs::create_dir_all(tmp.path().join("demo/storage-user")).unwrap();
+    let cfg = tmp.path().join("demo.yaml");
+    let o = bin().arg("-c").arg(&cfg).arg("apply").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = bin().arg("-c").arg(&cfg).arg("check").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(tmp
+        .path()
+        .join("demo/storage-user/models-upload/diffusion_models")
+        .is_symlink());
+}
