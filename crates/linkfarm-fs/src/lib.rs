@@ -109,8 +109,7 @@ impl FarmFs {
         mode: Mode,
         hook: impl FnOnce(&Plan),
     ) -> PassReport {
-        let obs = observe::observe_farm(&self.farm, &mut self.anchor);
-        let plan = plan(&self.farm, &obs, now, adopt_after);
+        let plan = self.plan(adopt_after, now);
         hook(&plan);
         if mode == Mode::DryRun || plan.actions.is_empty() {
             return PassReport {
@@ -119,20 +118,35 @@ impl FarmFs {
                 writes: 0,
             };
         }
+        let (results, writes) = self.apply(&plan.actions);
+        PassReport {
+            plan,
+            results,
+            writes,
+        }
+    }
+
+    /// Observes the farm and plans at `now`. Read-only.
+    pub fn plan(&mut self, adopt_after: Duration, now: SystemTime) -> Plan {
+        let obs = observe::observe_farm(&self.farm, &mut self.anchor);
+        plan(&self.farm, &obs, now, adopt_after)
+    }
+
+    /// Applies `actions` (from [`FarmFs::plan`], possibly filtered) in order; returns each outcome
+    /// and the number of write syscalls made.
+    pub fn apply(&mut self, actions: &[Action]) -> (Vec<ActionResult>, u64) {
+        if actions.is_empty() {
+            return (Vec::new(), 0);
+        }
         let mut ap = ops::Applier::new(&self.farm, &mut self.anchor);
-        let results = plan
-            .actions
+        let results = actions
             .iter()
             .map(|a| ActionResult {
                 action: a.clone(),
                 outcome: ap.apply(a),
             })
             .collect();
-        PassReport {
-            plan,
-            results,
-            writes: ap.writes,
-        }
+        (results, ap.writes)
     }
 }
 

@@ -3,7 +3,9 @@
 //! tests can drive every piece in-process.
 
 pub mod cli;
+pub mod daemon;
 pub mod load;
+pub mod logging;
 pub mod oneshot;
 pub mod report;
 

@@ -1,8 +1,8 @@
 //! `linkfarm`: parses the command line, runs the command, exits with the code of SPEC §7.
 
 use clap::Parser;
-use linkfarm::cli::{Cli, Command};
-use linkfarm::{load, oneshot, ExitCode};
+use linkfarm::cli::{Cli, Command, RunArgs};
+use linkfarm::{daemon, load, logging, oneshot, ExitCode};
 use linkfarm_fs::Mode;
 
 fn main() -> std::process::ExitCode {
@@ -23,9 +23,16 @@ fn main() -> std::process::ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Command::Run(_) | Command::Status(_) => {
-            eprintln!("linkfarm: this command is not available in this build yet");
-            ExitCode::Error
+        Command::Run(args) => run(&cli.config, &args),
+        Command::Status(o) => {
+            let state_file = match load::load(&cli.config) {
+                Ok(c) => c.settings.state_file,
+                Err(e) => {
+                    eprintln!("{e}\n(reading the default state file instead)");
+                    linkfarm_core::Settings::default().state_file
+                }
+            };
+            daemon::state::status(&state_file, o.json)
         }
     };
     std::process::ExitCode::from(code as u8)
@@ -34,4 +41,29 @@ fn main() -> std::process::ExitCode {
 fn config_error(e: &linkfarm_core::ConfigError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::Config
+}
+
+fn run(config: &std::path::Path, args: &RunArgs) -> ExitCode {
+    logging::init(args.log_format);
+    let config = match load::load_for_start(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("invalid config, not starting: {e}");
+            return ExitCode::Config;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::NotConverged;
+        }
+    };
+    match rt.block_on(daemon::run(config, std::future::pending())) {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            tracing::error!("fatal: {e:#}");
+            ExitCode::NotConverged
+        }
+    }
 }

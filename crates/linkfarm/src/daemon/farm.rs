@@ -1,0 +1,303 @@
+//! One farm inside the daemon: runs its passes, logs every change as one record, and remembers
+//! what a single pass cannot know: when to look again, which links failed (exponential backoff),
+//! which links another program keeps undoing (`flapping`), and the counters for the state file.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use linkfarm_core::{Action, Farm, FarmState, Finding, Op};
+use linkfarm_fs::{FarmFs, Outcome};
+use tracing::{debug, error, info, warn};
+
+/// A link repaired this many times within [`FLAP_WINDOW`] is flapping.
+pub const FLAP_REPAIRS: usize = 5;
+/// The window in which repairs are counted.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+const FLAP_HOLD_FIRST: Duration = Duration::from_secs(5);
+const FLAP_HOLD_MAX: Duration = Duration::from_secs(600);
+const FAIL_HOLD_FIRST: Duration = Duration::from_secs(1);
+const FAIL_HOLD_MAX: Duration = Duration::from_secs(300);
+/// Plan/apply rounds in one pass: a race with a writer ends in another round, not in a loop.
+const ROUNDS: usize = 4;
+/// mtimes are compared with the wall clock; waking a little after the settle time avoids waking
+/// just before it.
+const SETTLE_SLACK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Default)]
+struct LinkRt {
+    repairs: VecDeque<Instant>,
+    failures: u32,
+    flaps: u32,
+    hold_until: Option<Instant>,
+    flapping: bool,
+}
+
+/// What the state file and `STATUS=` say about a farm.
+#[derive(Debug, Clone, Default)]
+pub struct FarmStatus {
+    /// converged, drift, conflict, degraded, flapping or error.
+    pub state: &'static str,
+    /// Desired links.
+    pub links_total: usize,
+    /// Desired links that are right.
+    pub links_ok: usize,
+    /// Passes run.
+    pub passes: u64,
+    /// Changes made.
+    pub repairs: u64,
+    /// Actions that failed.
+    pub failures: u64,
+    /// Wall time of the last pass.
+    pub last_pass: Option<SystemTime>,
+    /// Wall time and description of the last change.
+    pub last_repair: Option<(SystemTime, String)>,
+    /// The last error, if the last pass had one.
+    pub last_error: Option<String>,
+    /// What the last plan found (missing targets, conflicts, pending entries).
+    pub findings: Vec<String>,
+    /// Links currently flapping.
+    pub flapping: Vec<String>,
+}
+
+/// A farm as the daemon runs it.
+#[derive(Debug)]
+pub struct FarmRt {
+    pub(crate) fs: FarmFs,
+    /// Polled at `poll_interval` (network filesystem or watch failure).
+    pub(crate) poll: bool,
+    pub(crate) next_poll: Option<Instant>,
+    /// Events said something changed.
+    pub(crate) dirty: bool,
+    /// When an unsettled entry settles or a held link may be retried.
+    pub(crate) recheck: Option<Instant>,
+    links: HashMap<OsString, LinkRt>,
+    pub(crate) status: FarmStatus,
+    logged_state: Option<String>,
+}
+
+impl FarmRt {
+    /// Wraps a farm; `previous` carries the counters over a reload.
+    pub fn new(farm: Farm, previous: Option<&FarmStatus>) -> Self {
+        let mut status = previous.cloned().unwrap_or_default();
+        status.state = "drift";
+        FarmRt {
+            fs: FarmFs::new(farm),
+            poll: false,
+            next_poll: None,
+            dirty: true,
+            recheck: None,
+            links: HashMap::new(),
+            status,
+            logged_state: None,
+        }
+    }
+
+    /// The farm.
+    pub fn farm(&self) -> &Farm {
+        self.fs.farm()
+    }
+
+    /// The earliest time this farm wants a pass without an event.
+    pub fn due(&self) -> Option<Instant> {
+        [self.recheck, self.next_poll].into_iter().flatten().min()
+    }
+
+    /// One pass: plan, apply what is not held back, repeat while the disk moved under us.
+    /// Returns whether the farm's status changed in a way `STATUS=` should show.
+    pub fn pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> bool {
+        self.dirty = false;
+        self.status.passes += 1;
+        let before = (self.status.state, self.status.links_ok, self.status.repairs);
+        let mut plan = self.fs.plan(adopt_after, SystemTime::now());
+        let mut last_error = None;
+        for _ in 0..ROUNDS {
+            let now = Instant::now();
+            let allowed: Vec<Action> = plan
+                .actions
+                .iter()
+                .filter(|a| !self.held(&a.link, now))
+                .cloned()
+                .collect();
+            if allowed.is_empty() {
+                break;
+            }
+            let (results, _writes) = self.fs.apply(&allowed);
+            let mut raced = false;
+            for r in &results {
+                match &r.outcome {
+                    Outcome::Done(extra) => self.done(&r.action, extra.as_deref()),
+                    Outcome::Raced(why) => {
+                        raced = true;
+                        debug!(farm = %self.farm().name, link = %lossy(&r.action.link), "{}: {why}", r.action);
+                    }
+                    Outcome::Failed(e) => {
+                        let msg = format!("{}: {e}", r.action);
+                        self.failed(&r.action, &msg);
+                        last_error = Some(msg);
+                    }
+                }
+            }
+            plan = self.fs.plan(adopt_after, SystemTime::now());
+            if !raced && results.iter().all(|r| !matches!(r.outcome, Outcome::Done(_))) {
+                break;
+            }
+        }
+        debug!(farm = %self.farm().name, state = plan.state.as_str(), "pass");
+        let now = Instant::now();
+        self.expire(now);
+        self.status.last_pass = Some(SystemTime::now());
+        self.status.links_total = plan.links_total;
+        self.status.links_ok = plan.links_ok;
+        self.status.findings = plan.findings.iter().map(ToString::to_string).collect();
+        self.status.flapping = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.flapping)
+            .map(|(n, _)| lossy(n))
+            .collect();
+        self.status.flapping.sort();
+        if last_error.is_some() || plan.actions.iter().all(|a| !self.held(&a.link, now)) {
+            self.status.last_error = last_error;
+        }
+        self.status.state = if plan.state == FarmState::Error {
+            "error"
+        } else if !self.status.flapping.is_empty() {
+            "flapping"
+        } else if self.status.last_error.is_some() && plan.state != FarmState::Degraded {
+            "error"
+        } else {
+            plan.state.as_str()
+        };
+        self.log_state_change(&plan.findings);
+
+        let settle = plan.recheck_at.map(|t| {
+            let wait = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            now + wait + SETTLE_SLACK
+        });
+        let hold = self.links.values().filter_map(|l| l.hold_until).min();
+        self.recheck = [settle, hold].into_iter().flatten().min();
+        if self.poll {
+            self.next_poll = Some(now + poll_interval);
+        }
+        before != (self.status.state, self.status.links_ok, self.status.repairs)
+    }
+
+    fn held(&self, link: &OsString, now: Instant) -> bool {
+        self.links
+            .get(link)
+            .and_then(|l| l.hold_until)
+            .is_some_and(|t| t > now)
+    }
+
+    /// Forgets repairs older than the window; a link quiet for a whole window stops flapping.
+    fn expire(&mut self, now: Instant) {
+        self.links.retain(|name, l| {
+            while l
+                .repairs
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > FLAP_WINDOW)
+            {
+                l.repairs.pop_front();
+            }
+            if l.hold_until.is_some_and(|t| t <= now) {
+                l.hold_until = None;
+            }
+            if l.flapping && l.repairs.is_empty() {
+                l.flapping = false;
+                l.flaps = 0;
+                info!(link = %lossy(name), "no longer flapping");
+            }
+            l.flapping || l.failures > 0 || !l.repairs.is_empty() || l.hold_until.is_some()
+        });
+    }
+
+    fn done(&mut self, a: &Action, extra: Option<&Path>) {
+        let farm = self.fs.farm().name.clone();
+        let link = lossy(&a.link);
+        let (action, reason) = (a.op.name(), a.reason.as_str());
+        match (&a.op, extra) {
+            (Op::Replace { foreign: true, .. }, Some(old)) => warn!(
+                farm = %farm, link = %link, action = %action, reason = %reason, old = %old.display(),
+                "{a}: replaced a foreign link"
+            ),
+            (_, Some(dest)) if a.op.moves_data() => {
+                info!(farm = %farm, link = %link, action = %action, reason = %reason, dest = %dest.display(), "{a}")
+            }
+            _ => info!(farm = %farm, link = %link, action = %action, reason = %reason, "{a}"),
+        }
+        self.status.repairs += 1;
+        self.status.last_repair = Some((SystemTime::now(), a.to_string()));
+        if matches!(a.op, Op::MkdirLinkDir | Op::MkdirTarget { .. }) {
+            return;
+        }
+        let now = Instant::now();
+        let l = self.links.entry(a.link.clone()).or_default();
+        l.failures = 0;
+        l.repairs.push_back(now);
+        if l.repairs.len() >= FLAP_REPAIRS {
+            l.flaps += 1;
+            let hold = FLAP_HOLD_FIRST
+                .saturating_mul(1 << (l.flaps - 1).min(16))
+                .min(FLAP_HOLD_MAX);
+            l.hold_until = Some(now + hold);
+            if !l.flapping {
+                warn!(
+                    farm = %farm, link = %link, action = %"backoff", reason = %"flapping",
+                    "{link} was repaired {} times within {}s: another program keeps changing it; \
+                     backing off for {}s",
+                    l.repairs.len(), FLAP_WINDOW.as_secs(), hold.as_secs()
+                );
+            }
+            l.flapping = true;
+        }
+    }
+
+    fn failed(&mut self, a: &Action, msg: &str) {
+        self.status.failures += 1;
+        let l = self.links.entry(a.link.clone()).or_default();
+        l.failures += 1;
+        let hold = FAIL_HOLD_FIRST
+            .saturating_mul(1 << (l.failures - 1).min(16))
+            .min(FAIL_HOLD_MAX);
+        l.hold_until = Some(Instant::now() + hold);
+        error!(
+            farm = %self.fs.farm().name, link = %lossy(&a.link), action = %a.op.name(),
+            reason = %a.reason.as_str(), "{msg} (retry in {}s)", hold.as_secs()
+        );
+    }
+
+    /// Logs a farm's state once when it changes (degraded, conflict, error), not per event.
+    fn log_state_change(&mut self, findings: &[Finding]) {
+        let state = self.status.state;
+        let key = format!("{state}|{}", self.status.findings.join("|"));
+        if self.logged_state.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        let was = self.logged_state.replace(key);
+        let name = &self.fs.farm().name;
+        for f in findings {
+            match f {
+                Finding::Degraded(_) => warn!(farm = %name, reason = %"degraded", "{f}"),
+                Finding::LinkDir(_) => error!(farm = %name, reason = %"security", "{f}"),
+                Finding::Conflict { link, .. } => {
+                    warn!(farm = %name, link = %lossy(link), reason = %"conflict", "{f}")
+                }
+                Finding::MissingTarget { link, .. } => {
+                    warn!(farm = %name, link = %lossy(link), reason = %"missing_target", "{f}")
+                }
+                Finding::Pending { link, .. } => {
+                    info!(farm = %name, link = %lossy(link), reason = %"pending", "{f}")
+                }
+            }
+        }
+        if state == "converged" && was.is_some_and(|w| !w.starts_with("converged")) {
+            info!(farm = %name, "converged ({}/{} links)", self.status.links_ok, self.status.links_total);
+        }
+    }
+}
+
+fn lossy(s: &std::ffi::OsStr) -> String {
+    s.to_string_lossy().into_owned()
+}

@@ -1,0 +1,137 @@
+//! The state file (SPEC §5): the daemon replaces it atomically after each pass; `linkfarm status`
+//! reads it. A file whose pid is not a running linkfarm means "not running".
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use linkfarm_core::time::rfc3339;
+use serde_json::{json, Value};
+
+use super::farm::FarmRt;
+use crate::ExitCode;
+
+/// The state as JSON.
+pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_error: Option<&str>) -> Value {
+    let farms: Vec<Value> = farms
+        .iter()
+        .map(|f| {
+            let s = &f.status;
+            json!({
+                "name": f.farm().name,
+                "state": s.state,
+                "links_total": s.links_total,
+                "links_ok": s.links_ok,
+                "passes": s.passes,
+                "repairs": s.repairs,
+                "failures": s.failures,
+                "last_pass": s.last_pass.map(rfc3339),
+                "last_repair": s.last_repair.as_ref().map(|(t, _)| rfc3339(*t)),
+                "last_repair_action": s.last_repair.as_ref().map(|(_, a)| a.clone()),
+                "last_error": s.last_error,
+                "findings": s.findings,
+                "flapping": s.flapping,
+                "polling": f.poll,
+            })
+        })
+        .collect();
+    json!({
+        "pid": std::process::id(),
+        "started": rfc3339(started),
+        "updated": rfc3339(SystemTime::now()),
+        "config": config.to_string_lossy(),
+        "reload_error": reload_error,
+        "farms": farms,
+    })
+}
+
+/// Replaces `path` atomically with `value` (temp file in the same directory, then rename).
+pub fn write(path: &Path, value: &Value) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(value)
+            .expect("plain JSON")
+            .as_bytes(),
+    )?;
+    f.write_all(b"\n")?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether `pid` is a live linkfarm process.
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "linkfarm")
+}
+
+/// `linkfarm status`.
+pub fn status(state_file: &Path, json_out: bool) -> ExitCode {
+    let parsed: Option<Value> = std::fs::read(state_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(v) = parsed else {
+        if json_out {
+            println!(
+                "{}",
+                json!({ "running": false, "state_file": state_file.to_string_lossy() })
+            );
+        } else {
+            println!(
+                "linkfarm is not running (no state file at {})",
+                state_file.display()
+            );
+        }
+        return ExitCode::Error;
+    };
+    let pid = v["pid"].as_u64().unwrap_or(0);
+    let running = pid != 0 && alive(pid);
+    let all_converged = v["farms"]
+        .as_array()
+        .is_some_and(|f| f.iter().all(|x| x["state"] == "converged"));
+    if json_out {
+        let mut out = v.clone();
+        out["running"] = running.into();
+        println!("{}", serde_json::to_string_pretty(&out).expect("plain JSON"));
+    } else if !running {
+        println!(
+            "linkfarm is not running (pid {pid} in {} is gone; last update {})",
+            state_file.display(),
+            v["updated"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!(
+            "linkfarm is running (pid {pid}, since {}, config {})",
+            v["started"].as_str().unwrap_or("?"),
+            v["config"].as_str().unwrap_or("?")
+        );
+        if let Some(e) = v["reload_error"].as_str() {
+            println!("  last reload failed, the previous config is in force:\n  {e}");
+        }
+        for f in v["farms"].as_array().into_iter().flatten() {
+            println!(
+                "farm {}: {} ({}/{} links ok, {} repairs, last {})",
+                f["name"].as_str().unwrap_or("?"),
+                f["state"].as_str().unwrap_or("?"),
+                f["links_ok"],
+                f["links_total"],
+                f["repairs"],
+                f["last_repair"].as_str().unwrap_or("never")
+            );
+            for x in f["findings"].as_array().into_iter().flatten() {
+                println!("  ! {}", x.as_str().unwrap_or_default());
+            }
+            if let Some(e) = f["last_error"].as_str() {
+                println!("  error: {e}");
+            }
+        }
+    }
+    match (running, all_converged) {
+        (false, _) => ExitCode::Error,
+        (true, true) => ExitCode::Ok,
+        (true, false) => ExitCode::NotConverged,
+    }
+}

@@ -1,0 +1,170 @@
+//! inotify watches through notify: non-recursive, on each farm's `target_dir` and `link_dir` and
+//! on the config file's directory. A watched directory that disappears (or is replaced: inotify
+//! watches inodes, so a renamed directory would otherwise keep reporting under its old name) is
+//! replaced by a watch on its nearest existing ancestor until it comes back.
+//!
+//! Events are only hints; this module never interprets them beyond "which paths moved".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use notify::{Event, EventKind, INotifyWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{error, info, warn};
+
+/// A message from the watcher thread.
+#[derive(Debug)]
+pub enum Msg {
+    /// Something changed at these paths.
+    Paths(Vec<PathBuf>),
+    /// The kernel dropped events (queue overflow): everything must be looked at.
+    Rescan,
+    /// The watcher reported an error.
+    Error(String),
+}
+
+/// The set of watches and what each one currently points at.
+pub struct Watches {
+    watcher: INotifyWatcher,
+    /// Path actually watched → (device, inode) when the watch was added.
+    current: BTreeMap<PathBuf, (u64, u64)>,
+    /// Paths that could not be watched, with the error (logged once).
+    failed: BTreeMap<PathBuf, String>,
+}
+
+/// Why a watch could not be made, said so that an admin can fix it.
+pub fn explain(e: &notify::Error) -> String {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => "the inotify watch limit is reached: raise it with \
+             `sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); \
+             polling meanwhile"
+            .into(),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+            "too many inotify instances: raise `fs.inotify.max_user_instances` (sysctl); polling meanwhile"
+                .into()
+        }
+        _ => format!("{e}; polling meanwhile"),
+    }
+}
+
+impl Watches {
+    /// Starts the watcher thread; its events go to `tx`. Access events (our own readdir opens
+    /// among them) are dropped there, so they never wake the loop.
+    pub fn new(tx: UnboundedSender<Msg>) -> Result<Self, notify::Error> {
+        let watcher = INotifyWatcher::new(
+            move |res: notify::Result<Event>| {
+                let msg = match res {
+                    Ok(ev) if ev.need_rescan() => Msg::Rescan,
+                    Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
+                    Ok(ev) => Msg::Paths(ev.paths),
+                    Err(e) => Msg::Error(explain(&e)),
+                };
+                let _ = tx.send(msg);
+            },
+            notify::Config::default(),
+        )?;
+        Ok(Watches {
+            watcher,
+            current: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        })
+    }
+
+    /// Makes the watches match `wanted`: each wanted directory itself when it is there (a real
+    /// directory, not a symlink), else its nearest existing ancestor. Returns the wanted paths
+    /// that are not watched directly (their farm should be polled) and the paths that were
+    /// newly watched (whatever changed under them before the watch existed was not seen).
+    pub fn ensure(&mut self, wanted: &BTreeSet<PathBuf>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
+        let mut added = Vec::new();
+        let mut target: BTreeMap<PathBuf, (u64, u64)> = BTreeMap::new();
+        for p in wanted {
+            let mut at = p.as_path();
+            loop {
+                if let Ok(m) = std::fs::symlink_metadata(at) {
+                    if m.is_dir() {
+                        target.insert(at.to_owned(), (m.dev(), m.ino()));
+                        break;
+                    }
+                }
+                match at.parent() {
+                    Some(parent) => at = parent,
+                    None => break,
+                }
+            }
+        }
+        let stale: Vec<PathBuf> = self
+            .current
+            .iter()
+            .filter(|(p, id)| target.get(*p) != Some(id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in stale {
+            // The watch may already be gone with its directory; that is fine.
+            let r = self.watcher.unwatch(&p);
+            tracing::debug!("unwatch {}: {r:?}", p.display());
+            self.current.remove(&p);
+        }
+        for (p, id) in &target {
+            if self.current.contains_key(p) {
+                continue;
+            }
+            match self.watcher.watch(p, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::debug!("watch {}", p.display());
+                    added.push(p.clone());
+                    if self.failed.remove(p).is_some() {
+                        info!("watching {} again", p.display());
+                    }
+                    self.current.insert(p.clone(), *id);
+                }
+                Err(e) => {
+                    let why = explain(&e);
+                    if self.failed.get(p) != Some(&why) {
+                        error!(path = %p.display(), "cannot watch {}: {why}", p.display());
+                    }
+                    self.failed.insert(p.clone(), why);
+                }
+            }
+        }
+        self.failed.retain(|p, _| target.contains_key(p));
+        let unwatched: BTreeSet<PathBuf> = wanted
+            .iter()
+            .filter(|p| !self.current.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in &unwatched {
+            if !target.contains_key(p) && !self.failed.contains_key(p) {
+                // Normal while a directory is away; its ancestor is watched for its return.
+                tracing::debug!(
+                    "{} is missing; watching an ancestor until it is back",
+                    p.display()
+                );
+            }
+        }
+        (unwatched, added)
+    }
+
+    /// Whether `path` is one of the directories watched directly.
+    pub fn is_watched(&self, path: &Path) -> bool {
+        self.current.contains_key(path)
+    }
+
+    /// Number of inotify watches held.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// Whether no watch is held.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty()
+    }
+}
+
+/// Logs a watcher error once per distinct message.
+pub fn log_error(last: &mut Option<String>, msg: String) {
+    if last.as_deref() != Some(msg.as_str()) {
+        warn!("watcher: {msg}");
+        *last = Some(msg);
+    }
+}

@@ -1,0 +1,596 @@
+//! `linkfarm run` as a real child process on real directories: real inotify, real signals, a real
+//! sd_notify socket. Every wait polls for the observable effect with a generous deadline; nothing
+//! sleeps hoping something happened.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `cond` until it holds or the deadline passes.
+#[track_caller]
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new(targets: &[&str]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("models")).unwrap();
+        fs::create_dir_all(dir.path().join("share/up")).unwrap();
+        for t in targets {
+            fs::create_dir(dir.path().join("models").join(t)).unwrap();
+        }
+        Tree { dir }
+    }
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    fn t(&self, n: &str) -> PathBuf {
+        self.root().join("models").join(n)
+    }
+    fn l(&self, n: &str) -> PathBuf {
+        self.root().join("share/up").join(n)
+    }
+    fn cfg(&self) -> PathBuf {
+        self.root().join("linkfarm.yaml")
+    }
+    fn state_file(&self) -> PathBuf {
+        self.root().join("state.json")
+    }
+    fn config_text(&self, entries: &str, farm_extra: &str, settings: &str) -> String {
+        format!(
+            "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/up\n    entries: {entries}\n{farm_extra}\
+             settings:\n  state_file: state.json\n  resync_interval: 0\n{settings}"
+        )
+    }
+    fn write_config(&self, entries: &str, farm_extra: &str, settings: &str) {
+        fs::write(self.cfg(), self.config_text(entries, farm_extra, settings)).unwrap();
+    }
+    fn linked(&self, n: &str) -> bool {
+        fs::read_link(self.l(n)).ok() == Some(self.t(n))
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Daemon {
+    fn start(tree: &Tree) -> Daemon {
+        Daemon::start_with(tree, |_| {})
+    }
+
+    fn start_with(tree: &Tree, f: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_linkfarm"));
+        cmd.args(["run", "--log-format", "json", "-c"])
+            .arg(tree.cfg())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .env("LINKFARM_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        f(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, s: Signal) {
+        kill(self.pid(), s).unwrap();
+    }
+
+    /// Messages logged so far with their level.
+    fn messages(&self) -> Vec<(String, String)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["level"].as_str().unwrap_or("").to_string(),
+                    v["message"]
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.messages().iter().any(|(_, m)| m.contains(needle))
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.messages().iter().filter(|(_, m)| m.contains(needle)).count()
+    }
+
+    #[track_caller]
+    fn wait_logged(&self, needle: &str) {
+        wait_for(&format!("log line containing {needle:?}"), || self.logged(needle));
+    }
+
+    fn wait_ready(&self) {
+        self.wait_logged("started:");
+    }
+
+    fn stop(mut self) -> i32 {
+        self.signal(Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < DEADLINE, "daemon did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The daemon's own account is what explains a failure in CI.
+            for line in self.log.lock().unwrap().iter() {
+                eprintln!("daemon: {line}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state(tree: &Tree) -> Value {
+    fs::read(tree.state_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn farm_state(tree: &Tree) -> String {
+    state(tree)["farms"][0]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Makes a real folder (with `files`) appear at a link path in one atomic step, as the result of
+/// a client's delete-link-then-mkdir would look if the daemon did not win the race in between.
+fn swap_in_folder(tree: &Tree, link: &str, files: &[(&str, &str)]) {
+    let staging = tree.root().join("share/.staging");
+    fs::create_dir(&staging).unwrap();
+    for (n, c) in files {
+        fs::write(staging.join(n), c).unwrap();
+    }
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &staging,
+        nix::fcntl::AT_FDCWD,
+        &tree.l(link),
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    fs::remove_file(&staging).unwrap();
+}
+
+#[test]
+fn deleted_wrong_and_dangling_links_are_repaired() {
+    let t = Tree::new(&["a", "b", "c"]);
+    t.write_config("[a, b, c, d]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    assert!(t.linked("a") && t.linked("b") && t.linked("c"));
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("deleted link restored", || t.linked("a"));
+    fs::remove_file(t.l("b")).unwrap();
+    symlink(t.t("c"), t.l("b")).unwrap();
+    wait_for("wrong link replaced", || t.linked("b"));
+    symlink(t.t("d"), t.l("d")).unwrap();
+    wait_for("dangling link removed", || !t.l("d").is_symlink());
+    fs::create_dir(t.t("d")).unwrap();
+    wait_for("link made once its target exists", || t.linked("d"));
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn star_farm_follows_target_subdirectories() {
+    let t = Tree::new(&["a"]);
+    t.write_config("\"*\"", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    assert!(t.linked("a"));
+    fs::create_dir(t.t("new")).unwrap();
+    wait_for("new target gets a link", || t.linked("new"));
+    fs::rename(t.t("new"), t.t("renamed")).unwrap();
+    wait_for("renamed target moves its link", || {
+        t.linked("renamed") && !t.l("new").is_symlink()
+    });
+    fs::remove_dir(t.t("renamed")).unwrap();
+    wait_for("deleted target loses its link", || !t.l("renamed").is_symlink());
+}
+
+#[test]
+fn target_dir_away_changes_nothing_and_back_converges() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    fs::rename(t.root().join("models"), t.root().join("models.away")).unwrap();
+    wait_for("degraded", || farm_state(&t) == "degraded");
+    fs::remove_file(t.l("a")).unwrap();
+    // The degraded farm must not create, remove or replace anything; give it every chance to.
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("a pass saw the deletion", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
+    });
+    assert!(
+        !t.l("a").exists() && t.l("b").is_symlink(),
+        "nothing in link_dir changed"
+    );
+    assert_eq!(
+        d.count("degraded: target_dir"),
+        1,
+        "degraded is logged once, not per event"
+    );
+    fs::rename(t.root().join("models.away"), t.root().join("models")).unwrap();
+    wait_for("converged after the volume is back", || {
+        t.linked("a") && farm_state(&t) == "converged"
+    });
+}
+
+#[test]
+fn link_dir_deleted_and_recreated_is_watched_again() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let up = t.root().join("share/up");
+    fs::rename(&up, t.root().join("share/up.old")).unwrap();
+    // link_dir is missing and its parent exists: the daemon makes it again.
+    wait_for("link_dir recreated and filled", || t.linked("a"));
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("the new link_dir is watched", || t.linked("a"));
+    assert!(
+        t.root().join("share/up.old/a").is_symlink(),
+        "the old directory is left alone"
+    );
+    fs::remove_file(t.root().join("share/up.old/a")).unwrap();
+    assert!(!d.logged("error"));
+}
+
+#[test]
+fn client_folder_is_adopted_after_it_settles() {
+    let t = Tree::new(&["loras"]);
+    t.write_config("[loras]", "", "  adopt_after: 1s\n");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    swap_in_folder(&t, "loras", &[("style.safetensors", "weights")]);
+    wait_for("adopted and link restored", || t.linked("loras"));
+    assert_eq!(
+        fs::read_to_string(t.t("loras/style.safetensors")).unwrap(),
+        "weights"
+    );
+    d.wait_logged("adopt loras/style.safetensors into target loras");
+}
+
+#[test]
+fn file_still_being_written_is_not_moved_until_settled() {
+    let t = Tree::new(&["loras"]);
+    t.write_config("[loras]", "", "  adopt_after: 2s\n");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    swap_in_folder(&t, "loras", &[("big.safetensors", "part 1")]);
+    let part = t.l("loras/big.safetensors");
+    // Keep writing for a while: the file must stay where it is as long as it changes.
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut chunks = 1;
+    while Instant::now() < until {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .expect("the upload stays in place");
+        write!(f, ", part {}", chunks + 1).unwrap();
+        chunks += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        t.l("loras").is_dir() && !t.l("loras").is_symlink(),
+        "nothing moved while writing"
+    );
+    wait_for("adopted once settled", || t.linked("loras"));
+    let content = fs::read_to_string(t.t("loras/big.safetensors")).unwrap();
+    assert_eq!(content.matches("part").count(), chunks);
+}
+
+#[test]
+fn queue_overflow_triggers_a_full_pass() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    d.signal(Signal::SIGSTOP);
+    let noise = t.root().join("share/up");
+    for i in 0..max / 2 + 1000 {
+        // Each create+close makes at least two events.
+        fs::write(noise.join(format!("n{i}")), "").unwrap();
+    }
+    fs::remove_file(t.l("a")).unwrap();
+    d.signal(Signal::SIGCONT);
+    wait_for("link restored after the overflow", || t.linked("a"));
+    d.wait_logged("overflowed");
+}
+
+#[test]
+fn reload_by_sighup_and_by_atomic_rename() {
+    let t = Tree::new(&["a", "b", "c"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    assert!(t.linked("a") && !t.l("b").exists());
+    // SIGHUP with a valid new config.
+    t.write_config("[a, b]", "", "");
+    d.signal(Signal::SIGHUP);
+    wait_for("reloaded by SIGHUP", || t.linked("b"));
+    // An invalid config: logged with line and column, the old config keeps running.
+    fs::write(
+        t.cfg(),
+        t.config_text("[a, b]", "    on_conflict: sometimes\n", ""),
+    )
+    .unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_logged("reload failed");
+    let msg = d
+        .messages()
+        .into_iter()
+        .find(|(_, m)| m.contains("reload failed"))
+        .unwrap()
+        .1;
+    assert!(msg.contains("linkfarm.yaml:7:18"), "{msg}");
+    fs::remove_file(t.l("b")).unwrap();
+    wait_for("old config still enforced", || t.linked("b"));
+    // An editor writes a temp file and renames it over the config: reload without a signal.
+    let tmp = t.root().join(".linkfarm.yaml.swp");
+    fs::write(&tmp, t.config_text("[a, b, c]", "", "")).unwrap();
+    fs::rename(&tmp, t.cfg()).unwrap();
+    wait_for("reloaded by the rename", || t.linked("c"));
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn sd_notify_protocol() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    let sock_path = t.root().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let d = Daemon::start_with(&t, |c| {
+        c.env("NOTIFY_SOCKET", &sock_path).env("WATCHDOG_USEC", "400000");
+    });
+    let mut got: VecDeque<(Instant, String)> = VecDeque::new();
+    let recv = |got: &mut VecDeque<(Instant, String)>| {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push_back((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    };
+    let has = |got: &VecDeque<(Instant, String)>, s: &str| got.iter().any(|(_, m)| m.contains(s));
+    wait_for("READY=1", || {
+        recv(&mut got);
+        has(&got, "READY=1")
+    });
+    let ready = got.iter().find(|(_, m)| m.contains("READY=1")).unwrap().1.clone();
+    assert!(ready.contains("STATUS=1 farm, 1/1 links ok"), "{ready}");
+    assert!(t.linked("a"), "READY only after the first pass");
+    // Watchdog pings at half of WATCHDOG_USEC (200 ms): several within a second.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1100) {
+        recv(&mut got);
+    }
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(pings.len() >= 3, "watchdog pings: {}", pings.len());
+    for w in pings.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(150) && gap < Duration::from_millis(400),
+            "gap {gap:?}"
+        );
+    }
+    d.signal(Signal::SIGHUP);
+    wait_for("RELOADING=1 with MONOTONIC_USEC", || {
+        recv(&mut got);
+        got.iter()
+            .any(|(_, m)| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="))
+    });
+    wait_for("READY=1 after the reload", || {
+        recv(&mut got);
+        got.iter().filter(|(_, m)| m.contains("READY=1")).count() >= 2
+    });
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("STATUS updated after a repair", || {
+        recv(&mut got);
+        got.iter()
+            .any(|(_, m)| m.contains("STATUS=") && m.contains("last repair") && m.contains("create a"))
+    });
+    d.signal(Signal::SIGTERM);
+    wait_for("STOPPING=1", || {
+        recv(&mut got);
+        has(&got, "STOPPING=1")
+    });
+    assert_eq!(d.stop_wait(), 0);
+}
+
+impl Daemon {
+    fn stop_wait(mut self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < DEADLINE, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn a_link_fought_over_is_reported_flapping_and_backed_off() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    // Another program keeps pointing `a` elsewhere for 3 seconds. Its temp link is foreign
+    // (points outside target_dir), so the daemon leaves it alone.
+    let stop = Instant::now() + Duration::from_secs(3);
+    let mut flips = 0;
+    while Instant::now() < stop {
+        if t.linked("a") {
+            let tmp = t.root().join("share/up/.fight");
+            let _ = fs::remove_file(&tmp);
+            symlink("/srv/other-program", &tmp).unwrap();
+            fs::rename(&tmp, t.l("a")).unwrap();
+            flips += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    d.wait_logged("another program keeps changing it");
+    wait_for("state file says flapping", || farm_state(&t) == "flapping");
+    let repairs = state(&t)["farms"][0]["repairs"].as_u64().unwrap();
+    assert!(flips >= 5, "the fight happened ({flips} flips)");
+    assert!(
+        repairs <= 8,
+        "backed off instead of looping: {repairs} repairs for {flips} flips"
+    );
+    assert!(state(&t)["farms"][0]["flapping"][0] == "a");
+}
+
+#[test]
+fn upload_storm_inside_a_target_costs_no_pass() {
+    let t = Tree::new(&["checkpoints"]);
+    t.write_config("[checkpoints]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("state file", || {
+        state(&t)["farms"][0]["passes"].as_u64().is_some()
+    });
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    for i in 0..10_000 {
+        fs::write(t.l("checkpoints").join(format!("f{i}.safetensors")), "x").unwrap();
+    }
+    // A change in link_dir afterwards is a marker: once it is handled, every earlier event has
+    // been read too.
+    fs::remove_file(t.l("checkpoints")).unwrap();
+    wait_for("marker handled", || t.linked("checkpoints"));
+    let after = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    // The marker costs a pass and the event of its own repair another; the daemon's start-up
+    // events may land after the baseline. 10,000 uploads seen at all would cost far more.
+    assert!(
+        after - passes <= 3,
+        "10,000 uploads caused {} passes",
+        after - passes
+    );
+    assert_eq!(
+        inotify_watches(d.pid()),
+        3,
+        "target_dir, link_dir, config dir: nothing inside a target"
+    );
+    assert_eq!(fs::read_dir(t.t("checkpoints")).unwrap().count(), 10_000);
+}
+
+/// The number of inotify watches process `pid` holds, from /proc/PID/fdinfo.
+fn inotify_watches(pid: Pid) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let info = fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        n += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
+    }
+    n
+}
+
+#[test]
+fn invalid_config_at_start_exits_78() {
+    let t = Tree::new(&["a"]);
+    fs::write(
+        t.cfg(),
+        "version: 1\nfarms:\n  - name: m\n    target_dir: models\n",
+    )
+    .unwrap();
+    let mut d = Daemon::start(&t);
+    let st = d.child.wait().unwrap();
+    assert_eq!(st.code(), Some(78));
+    d.wait_logged("missing field `link_dir`");
+}
+
+#[test]
+fn status_reads_the_state_file_and_detects_a_dead_daemon() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    let status = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_linkfarm"));
+        c.arg("-c").arg(t.cfg()).arg("status");
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(status(false).status.code(), Some(2), "no daemon yet");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("status converged", || status(false).status.code() == Some(0));
+    let out = String::from_utf8(status(false).stdout).unwrap();
+    assert!(out.contains("farm m: converged (1/1 links ok"), "{out}");
+    let v: Value = serde_json::from_slice(&status(true).stdout).unwrap();
+    assert_eq!(v["running"], true);
+    assert_eq!(v["farms"][0]["state"], "converged");
+    fs::remove_dir(t.t("a")).unwrap();
+    wait_for("status not converged", || status(false).status.code() == Some(1));
+    let mut d = d;
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let o = status(false);
+    assert_eq!(o.status.code(), Some(2), "a stale state file means not running");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not running"));
+}
