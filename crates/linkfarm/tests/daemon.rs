@@ -594,3 +594,53 @@ fn status_reads_the_state_file_and_detects_a_dead_daemon() {
     assert_eq!(o.status.code(), Some(2), "a stale state file means not running");
     assert!(String::from_utf8_lossy(&o.stdout).contains("not running"));
 }
+
+fn context_switches(pid: Pid) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Regression: the state file lives in a watched directory (here, the config's); writing it on
+/// every wake-up made its own event wake the loop again, a busy loop of ~1000 writes a second.
+#[test]
+fn idle_daemon_does_not_wake_itself_up() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("state file written", || {
+        state(&t)["farms"][0]["passes"].as_u64().is_some()
+    });
+    // Let the events of the start-up pass drain, then watch the daemon for a second.
+    wait_for("start-up events handled", || {
+        let c0 = context_switches(d.pid());
+        std::thread::sleep(Duration::from_millis(200));
+        context_switches(d.pid()) == c0
+    });
+    let c0 = context_switches(d.pid());
+    let updated = state(&t)["updated"].clone();
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = context_switches(d.pid()) - c0;
+    assert!(woke < 20, "the idle daemon woke up {woke} times in a second");
+    assert_eq!(
+        state(&t)["updated"],
+        updated,
+        "no state file write without a pass"
+    );
+}
+
+#[test]
+fn poll_watcher_runs_timed_passes() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "  watcher: poll\n  poll_interval: 200ms\n");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("state file", || state(&t)["farms"][0]["polling"] == true);
+    let p0 = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("three timed passes without any event", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() >= p0 + 3
+    });
+}

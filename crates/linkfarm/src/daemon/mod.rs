@@ -42,6 +42,8 @@ struct Daemon {
     watcher_error: Option<String>,
     /// Something changed that needs the watches to be re-checked.
     rewatch: bool,
+    /// A pass ran since the state file was last written.
+    unpublished: bool,
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
@@ -68,12 +70,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         reload_error: None,
         watcher_error: None,
         rewatch: true,
+        unpublished: true,
     };
     d.install_farms(Vec::new());
     // Watches first, then the first full pass: a change during that pass is not missed.
     d.ensure_watches();
     d.converge(true);
-    let line = d.publish(true);
+    let line = d.publish();
     notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
     info!(
         "started: {line}; {} inotify watches",
@@ -127,15 +130,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             debug!("resync");
             full = true;
         }
-        let changed = d.converge(full);
-        let line = d.publish(changed);
+        d.converge(full);
+        let line = d.publish();
         if reload {
             notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
         }
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     info!("stopping");
-    d.publish(false);
+    d.unpublished = true;
+    d.publish();
     Ok(())
 }
 
@@ -300,17 +304,23 @@ impl Daemon {
         for f in &mut self.farms {
             if full || f.dirty || f.due().is_some_and(|t| t <= now) {
                 changed |= f.pass(s.adopt_after, s.poll_interval);
+                self.unpublished = true;
             }
         }
         changed
     }
 
-    /// Updates `STATUS=` (when it changed) and the state file; returns the status line.
-    fn publish(&mut self, _changed: bool) -> String {
+    /// Updates `STATUS=` when it changed, and the state file after a pass (only then: a wake-up
+    /// without a pass must not write, or the write's own event in a watched directory would wake
+    /// the loop again). Returns the status line.
+    fn publish(&mut self) -> String {
         let line = status_line(&self.farms, self.reload_error.is_some());
         if line != self.status_line {
             notify(&[NotifyState::Status(&line)]);
             self.status_line = line.clone();
+        }
+        if !std::mem::take(&mut self.unpublished) {
+            return line;
         }
         let v = state::state_json(
             self.started,
@@ -343,6 +353,7 @@ impl Daemon {
             Err(e) => {
                 error!("reload failed, the previous config stays in force: {e}");
                 self.reload_error = Some(e.to_string());
+                self.unpublished = true;
             }
         }
     }
