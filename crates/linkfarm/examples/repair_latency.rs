@@ -80,8 +80,8 @@ fn main() {
     )
     .unwrap();
     let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = names[i].as_str();
+    for name in &names {
+        let name = name.as_str();
         let t0 = Instant::now();
         fs::remove_file(link(name)).unwrap();
         'wait: loop {

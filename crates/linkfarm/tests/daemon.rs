@@ -63,8 +63,12 @@ impl Tree {
              settings:\n  state_file: state.json\n  resync_interval: 0\n{settings}"
         )
     }
+    /// Writes the config as editors do: a temp file renamed over it, so the daemon never reads
+    /// a half-written file.
     fn write_config(&self, entries: &str, farm_extra: &str, settings: &str) {
-        fs::write(self.cfg(), self.config_text(entries, farm_extra, settings)).unwrap();
+        let tmp = self.root().join(".linkfarm.yaml.new");
+        fs::write(&tmp, self.config_text(entries, farm_extra, settings)).unwrap();
+        fs::rename(&tmp, self.cfg()).unwrap();
     }
     fn linked(&self, n: &str) -> bool {
         fs::read_link(self.l(n)).ok() == Some(self.t(n))
@@ -251,9 +255,9 @@ fn target_dir_away_changes_nothing_and_back_converges() {
     d.wait_ready();
     fs::rename(t.root().join("models"), t.root().join("models.away")).unwrap();
     wait_for("degraded", || farm_state(&t) == "degraded");
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
     fs::remove_file(t.l("a")).unwrap();
     // The degraded farm must not create, remove or replace anything; give it every chance to.
-    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
     wait_for("a pass saw the deletion", || {
         state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
     });
@@ -372,11 +376,7 @@ fn reload_by_sighup_and_by_atomic_rename() {
     d.signal(Signal::SIGHUP);
     wait_for("reloaded by SIGHUP", || t.linked("b"));
     // An invalid config: logged with line and column, the old config keeps running.
-    fs::write(
-        t.cfg(),
-        t.config_text("[a, b]", "    on_conflict: sometimes\n", ""),
-    )
-    .unwrap();
+    t.write_config("[a, b]", "    on_conflict: sometimes\n", "");
     d.signal(Signal::SIGHUP);
     d.wait_logged("reload failed");
     let msg = d
@@ -386,6 +386,16 @@ fn reload_by_sighup_and_by_atomic_rename() {
         .unwrap()
         .1;
     assert!(msg.contains("linkfarm.yaml:7:18"), "{msg}");
+    let failures: Vec<String> = d
+        .messages()
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.contains("reload failed"))
+        .collect();
+    assert!(
+        failures.iter().all(|m| m.contains(":7:18")),
+        "only the broken config failed to load: {failures:?}"
+    );
     fs::remove_file(t.l("b")).unwrap();
     wait_for("old config still enforced", || t.linked("b"));
     // An editor writes a temp file and renames it over the config: reload without a signal.
@@ -393,6 +403,15 @@ fn reload_by_sighup_and_by_atomic_rename() {
     fs::write(&tmp, t.config_text("[a, b, c]", "", "")).unwrap();
     fs::rename(&tmp, t.cfg()).unwrap();
     wait_for("reloaded by the rename", || t.linked("c"));
+    // An in-place save (truncate, write, close) is read once the writer closes the file.
+    fs::remove_dir(t.t("c")).unwrap();
+    fs::create_dir(t.t("d")).unwrap();
+    fs::write(t.cfg(), t.config_text("[a, b, d]", "", "")).unwrap();
+    wait_for("reloaded by the in-place save", || t.linked("d"));
+    assert!(
+        !d.messages().iter().any(|(_, m)| m.contains("missing `version`")),
+        "no half-read config"
+    );
     assert_eq!(d.stop(), 0);
 }
 

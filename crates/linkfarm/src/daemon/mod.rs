@@ -114,7 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                             warn!("the inotify queue overflowed; running a full pass of every farm");
                             full = true;
                         }
-                        Msg::Paths(paths) => reload |= d.mark(&paths),
+                        Msg::Event(ev) => reload |= d.mark(&ev),
                         Msg::Error(e) => watch::log_error(&mut d.watcher_error, e),
                     }
                 }
@@ -178,12 +178,16 @@ impl Daemon {
         self.rewatch = true;
     }
 
-    /// Marks the farms that `paths` concern; returns whether the config file changed.
-    fn mark(&mut self, paths: &[PathBuf]) -> bool {
+    /// Marks the farms that an event concerns; returns whether the config file is to be re-read.
+    fn mark(&mut self, ev: &notify::Event) -> bool {
         let mut reload = false;
-        for p in paths {
-            if *p == self.config_path {
+        for p in &ev.paths {
+            if *p == self.config_path && watch::config_settled(&ev.kind) {
                 reload = true;
+            }
+            if watch::is_close_write(&ev.kind) {
+                // Only the config cares; for a farm the create or modify event already counted.
+                continue;
             }
             for f in &mut self.farms {
                 let farm = f.fs.farm();

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 #[derive(Debug)]
 pub enum Msg {
     /// Something changed at these paths.
-    Paths(Vec<PathBuf>),
+    Event(Event),
     /// The kernel dropped events (queue overflow): everything must be looked at.
     Rescan,
     /// The watcher reported an error.
@@ -50,14 +50,16 @@ pub fn explain(e: &notify::Error) -> String {
 
 impl Watches {
     /// Starts the watcher thread; its events go to `tx`. Access events (our own readdir opens
-    /// among them) are dropped there, so they never wake the loop.
+    /// among them) are dropped there, so they never wake the loop; only close-after-write is
+    /// kept, because it says a file (the config) is completely written.
     pub fn new(tx: UnboundedSender<Msg>) -> Result<Self, notify::Error> {
         let watcher = INotifyWatcher::new(
             move |res: notify::Result<Event>| {
                 let msg = match res {
                     Ok(ev) if ev.need_rescan() => Msg::Rescan,
+                    Ok(ev) if is_close_write(&ev.kind) => Msg::Event(ev),
                     Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
-                    Ok(ev) => Msg::Paths(ev.paths),
+                    Ok(ev) => Msg::Event(ev),
                     Err(e) => Msg::Error(explain(&e)),
                 };
                 let _ = tx.send(msg);
@@ -159,6 +161,26 @@ impl Watches {
     pub fn is_empty(&self) -> bool {
         self.current.is_empty()
     }
+}
+
+/// `IN_CLOSE_WRITE`: a writer closed the file.
+pub fn is_close_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write))
+    )
+}
+
+/// Whether an event on the config file means it is complete and should be read: closed after
+/// writing, renamed onto its name (an editor's atomic save) or removed. A write in progress
+/// (`IN_MODIFY` on a truncated file) is not: reading it then would log a bogus error.
+pub fn config_settled(kind: &EventKind) -> bool {
+    use notify::event::ModifyKind;
+    is_close_write(kind)
+        || matches!(
+            kind,
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
+        )
 }
 
 /// Logs a watcher error once per distinct message.
