@@ -38,8 +38,10 @@ impl FsError {
     pub fn hint(&self) -> Option<&'static str> {
         match self.errno {
             Errno::EROFS => Some(
-                "the filesystem is read-only; if linkfarm runs under systemd, its sandbox allows writes \
-                 only to ReadWritePaths=: add this path in a drop-in (systemctl edit linkfarm)",
+                "read-only file system; under systemd, linkfarm.service's sandbox (ProtectSystem=strict) \
+                 allows writes only to its ReadWritePaths=: add this tree with `systemctl edit linkfarm` \
+                 ([Service] ReadWritePaths=/the/tree in /etc/systemd/system/linkfarm.service.d/override.conf), \
+                 then `systemctl restart linkfarm`",
             ),
             Errno::EXDEV => Some(
                 "linkfarm moves user data only within one filesystem; put quarantine_dir and the \

@@ -5,12 +5,47 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+const LONG_ABOUT: &str = "Keeps directories of symlinks converged to a desired state written in YAML, \
+and repairs them within milliseconds as they break.
+
+linkfarm creates, replaces and removes the links of each farm, adopts the files of a real folder \
+that a client made where a link belongs, and never deletes or overwrites user data: it removes \
+only symlinks and empty folders, and moves data only with renameat2(RENAME_NOREPLACE) within one \
+filesystem. `linkfarm run` is the daemon (for systemd, Type=notify); `check` and `apply` make one \
+pass; `validate` checks the config; `status` reads the running daemon's state.";
+
+const AFTER_LONG_HELP: &str = "FILES:
+  /etc/linkfarm/linkfarm.yaml    the desired state (see /usr/share/doc/linkfarm/README.md)
+  /run/linkfarm/state.json       the daemon's state (settings.state_file)
+
+ENVIRONMENT:
+  LINKFARM_CONFIG    the config file, instead of /etc/linkfarm/linkfarm.yaml
+  LINKFARM_LOG       log filter, e.g. debug (default info)
+
+SIGNALS (run):
+  SIGHUP             reload the config; an invalid one is logged and the old one stays
+  SIGTERM, SIGINT    finish the pass in progress and exit 0
+
+EXIT STATUS:
+  run       0 clean stop, 78 invalid config, 1 fatal error
+  check     0 converged, 1 drift, 2 error, 78 invalid config
+  apply     0 ok, 1 some actions failed, 78 invalid config
+  validate  0 valid, 78 invalid
+  status    0 all converged, 1 not, 2 daemon not running";
+
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/linkfarm/linkfarm.yaml";
 
 /// Keeps directories of symlinks converged to a desired state and repairs them as they break.
 #[derive(Debug, Parser)]
-#[command(name = "linkfarm", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "linkfarm",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// The desired-state file.
     #[arg(short, long, global = true, env = "LINKFARM_CONFIG", default_value = DEFAULT_CONFIG, value_name = "FILE")]
