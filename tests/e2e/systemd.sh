@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# End to end under a real systemd: builds the .deb, boots a Debian bookworm container with
+# systemd-nspawn, installs the package there and exercises the real unit: READY, STATUS, repairs
+# in journald with their fields, reload (good and broken), the watchdog, exit 78 without a restart
+# loop, a clean stop, and the sandbox. Prints one PASS/FAIL line per assertion.
+#
+# Needs root. Installs debootstrap and systemd-container when missing. The rootfs is built once
+# and cached in $LINKFARM_E2E_CACHE (default /var/cache/linkfarm-e2e); --volatile=overlay keeps it
+# clean. Cold run ~2 min (debootstrap), cached a few seconds plus the build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. tests/e2e/lib.sh
+
+CACHE=${LINKFARM_E2E_CACHE:-/var/cache/linkfarm-e2e}
+# Packages of the rootfs; changing the list rebuilds the cache. man-db: systemd-analyze verify
+# checks the unit's Documentation=man: page with it.
+INCLUDE=systemd,systemd-sysv,procps,dbus,man-db
+ROOTFS=$CACHE/bookworm-$(echo "$INCLUDE" | md5sum | cut -c1-8)
+CG_NAME=linkfarm-e2e-$$
+WORK=$(mktemp -d)
+NSPAWN_PID=
+INIT=
+
+cleanup() {
+    set +e
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        # nspawn turns SIGTERM into an orderly shutdown of the container.
+        kill -TERM "$NSPAWN_PID"
+        wait_until 30 bash -c "! kill -0 $NSPAWN_PID 2>/dev/null" || kill -KILL "$NSPAWN_PID"
+        wait "$NSPAWN_PID" 2>/dev/null
+    fi
+    for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+        [ -d "$h/$CG_NAME" ] && find "$h/$CG_NAME" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" -eq 0 ] || { echo "needs root"; exit 1; }
+need_packages debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux
+
+t0=$SECONDS
+# --- the package -------------------------------------------------------------------------------
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+cargo build --release --locked -p linkfarm
+cargo deb -p linkfarm --no-build >/dev/null
+DEB=$(ls -t target/debian/linkfarm_*_amd64.deb | head -n1)
+mkdir -p "$WORK/deb" && cp "$DEB" "$WORK/deb/linkfarm.deb"
+
+# --- the rootfs, once ----------------------------------------------------------------------------
+if [ ! -x "$ROOTFS/sbin/init" ]; then
+    MIRROR=$(debian_mirror)
+    [ -n "$MIRROR" ] || { echo "no Debian mirror in the host's apt sources"; exit 1; }
+    echo "building the bookworm rootfs from $MIRROR (cached in $ROOTFS)"
+    rm -rf "$ROOTFS.tmp" && mkdir -p "$CACHE"
+    debootstrap --variant=minbase --include="$INCLUDE" \
+        bookworm "$ROOTFS.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+        || { tail -n 20 "$CACHE/debootstrap.log"; exit 1; }
+    mv "$ROOTFS.tmp" "$ROOTFS"
+fi
+echo "package and rootfs ready after $((SECONDS - t0)) s"
+
+# --- boot ------------------------------------------------------------------------------------------
+# No systemd on the host: nspawn gets its own cgroup directory, must not register with machined
+# and must keep the caller's unit.
+(
+    for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do
+        if [ -d "$h" ]; then mkdir -p "$h/$CG_NAME" && echo $BASHPID >"$h/$CG_NAME/cgroup.procs"; fi
+    done
+    exec systemd-nspawn --boot --register=no --keep-unit --volatile=overlay --console=read-only \
+        --private-network --machine=linkfarm-e2e -D "$ROOTFS" --bind-ro="$WORK/deb:/mnt/deb" \
+        >"$WORK/boot.log" 2>&1
+) &
+NSPAWN_PID=$!
+
+find_init() { # the container's PID 1, seen from here: NSpid "<host pid> 1", below nspawn
+    local s p
+    for s in /proc/[0-9]*/status; do
+        p=${s#/proc/}; p=${p%/status}
+        if grep -qE "^NSpid:\s+$p\s+1$" "$s" 2>/dev/null; then
+            local q=$p
+            while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+                [ "$q" = "$NSPAWN_PID" ] && { INIT=$p; return 0; }
+                q=$(awk '/^PPid:/{print $2}' "/proc/$q/status" 2>/dev/null)
+            done
+        fi
+    done
+    return 1
+}
+wait_until 60 find_init || { cat "$WORK/boot.log"; echo "container did not start"; exit 1; }
+ct() { nsenter -t "$INIT" -a "$@"; }
+wait_until 60 ct test -S /run/systemd/private || { tail -n 30 "$WORK/boot.log"; exit 1; }
+state=$(ct systemctl is-system-running --wait || true)
+echo "container up after $((SECONDS - t0)) s (system $state)"
+
+# --- install ---------------------------------------------------------------------------------------
+ct dpkg -i /mnt/deb/linkfarm.deb >/dev/null
+check "the package installs the unit, disabled" test "$(ct systemctl is-enabled linkfarm || true)" = disabled
+check "systemd-analyze verify is clean" test -z "$(ct systemd-analyze verify /lib/systemd/system/linkfarm.service 2>&1 | grep -v 'Unit.*not found' || true)"
+exposure=$(ct systemd-analyze security linkfarm.service 2>/dev/null | awk '/Overall exposure level/{print $(NF-2)}')
+check "sandbox exposure $exposure <= 1.5" awk -v e="$exposure" 'BEGIN{exit !(e <= 1.5 && e > 0)}'
+
+# The admin guide's tree; the watchdog made short for the test.
+ct bash -c 'mkdir -p /vol/service/cw/storage-user /vol/service/cw/storage-models/models/{checkpoints,loras,vae,controlnet,upscale_models,embeddings,clip,diffusion_models}'
+ct mkdir -p /etc/systemd/system/linkfarm.service.d
+ct bash -c 'printf "[Service]\nWatchdogSec=3s\n" >/etc/systemd/system/linkfarm.service.d/e2e.conf'
+ct systemctl daemon-reload
+UP=/vol/service/cw/storage-user/models-upload
+CFG=/etc/linkfarm/linkfarm.yaml
+
+# --- start -----------------------------------------------------------------------------------------
+check "systemctl start returns once the daemon is READY" ct systemctl start linkfarm
+check "the first pass made every link before READY" ct test -L $UP/diffusion_models
+status=$(ct systemctl show -p StatusText --value linkfarm)
+check "systemctl status shows the STATUS text ($status)" grep -q "1 farm, 8/8 links ok" <<<"$status"
+check "links and the created link_dir belong to the configured owner" \
+    test "$(ct stat -c %u:%g $UP/loras $UP | sort -u)" = "1000:1000"
+
+# --- a repair, in journald -------------------------------------------------------------------------
+# (journalctl 252 returns nothing for --after-cursor combined with field matches, so new records
+# are told apart by counting.)
+creates() { ct journalctl -u linkfarm LINKFARM_ACTION=create LINKFARM_LINK=loras -o json | grep -c '"LINKFARM_FARM":"models-upload"' || true; }
+before=$(creates)
+ct rm $UP/loras
+check "a deleted link is repaired" wait_until 10 ct test -L $UP/loras
+repair_logged() { [ "$(creates)" -gt "$before" ]; }
+check "journalctl -u linkfarm LINKFARM_ACTION=create LINKFARM_LINK=loras shows it with LINKFARM_FARM" \
+    wait_until 10 repair_logged
+record=$(ct journalctl -u linkfarm LINKFARM_ACTION=create LINKFARM_LINK=loras -o json -n 1)
+check "the record has SYSLOG_IDENTIFIER=linkfarm, PRIORITY=6 and LINKFARM_REASON=missing" \
+    bash -c 'grep -q "\"SYSLOG_IDENTIFIER\":\"linkfarm\"" <<<"$1" && grep -q "\"PRIORITY\":\"6\"" <<<"$1" && grep -q "\"LINKFARM_REASON\":\"missing\"" <<<"$1"' _ "$record"
+
+# --- reload ----------------------------------------------------------------------------------------
+ct mkdir /vol/service/cw/storage-models/models/extra
+ct cp $CFG $CFG.good
+ct sed -i 's/^      - diffusion_models$/      - diffusion_models\n      - extra/' $CFG
+ct systemctl reload linkfarm
+check "systemctl reload with a changed config applies it" wait_until 10 ct test -L $UP/extra
+logged() { ct journalctl -u linkfarm -o cat | grep -cE "$1" || true; }
+before=$(logged 'reload failed.*linkfarm.yaml:[0-9]+:[0-9]+')
+ct bash -c "sed 's/^    on_conflict: adopt$/    on_conflict: sometimes/' $CFG.good >$CFG.new && mv $CFG.new $CFG"
+ct systemctl reload linkfarm
+broken_logged() { [ "$(logged 'reload failed.*linkfarm.yaml:[0-9]+:[0-9]+')" -gt "$before" ]; }
+check "a broken config on reload is logged with line and column" wait_until 10 broken_logged
+check "and the service stays active" test "$(ct systemctl is-active linkfarm)" = active
+ct rm $UP/vae
+check "and the previous config keeps repairing" wait_until 10 ct test -L $UP/vae
+ct cp $CFG.good $CFG
+
+# --- watchdog --------------------------------------------------------------------------------------
+pid=$(ct systemctl show -p MainPID --value linkfarm)
+restarts=$(ct systemctl show -p NRestarts --value linkfarm)
+ct kill -STOP "$pid"
+restarted() {
+    local now
+    now=$(ct systemctl show -p MainPID --value linkfarm)
+    [ "$(ct systemctl show -p NRestarts --value linkfarm)" -gt "$restarts" ] && [ "$now" != "$pid" ] \
+        && [ "$now" != 0 ] && [ "$(ct systemctl is-active linkfarm)" = active ]
+}
+check "SIGSTOP to the main PID: the watchdog kills and restarts it" wait_until 30 restarted
+ct rm $UP/clip
+check "the restarted daemon repairs" wait_until 10 ct test -L $UP/clip
+
+# --- invalid config at start -----------------------------------------------------------------------
+ct systemctl stop linkfarm
+ct bash -c "printf 'version: 1\nfarms: []\n' >$CFG"
+restarts=$(ct systemctl show -p NRestarts --value linkfarm)
+check "an invalid config makes the start fail" bash -c "! nsenter -t $INIT -a systemctl start linkfarm 2>/dev/null"
+check "with exit status 78" test "$(ct systemctl show -p ExecMainStatus --value linkfarm)" = 78
+# RestartSec=2s: three of them without a restart shows there is no loop.
+sleep 6
+check "and no restart loop (RestartPreventExitStatus=78)" \
+    test "$(ct systemctl show -p NRestarts --value linkfarm)" = "$restarts" -a "$(ct systemctl is-active linkfarm || true)" = failed
+ct cp $CFG.good $CFG
+ct systemctl reset-failed linkfarm
+
+# --- the sandbox -----------------------------------------------------------------------------------
+ct bash -c 'mkdir -p /srv/models/a /srv/links'
+ct bash -c "sed -i 's|^settings:|  - name: outside\\n    target_dir: /srv/models\\n    link_dir: /srv/links\\n    entries: [a]\\nsettings:|' $CFG"
+check "the config with a second farm is valid" ct linkfarm validate
+check "the service starts with a farm outside its sandbox" ct systemctl start linkfarm
+sandbox_logged() { [ "$(logged 'Read-only file system.*ReadWritePaths=/the/tree')" -gt 0 ]; }
+check "a tree outside ReadWritePaths= is reported with the drop-in to add" wait_until 10 sandbox_logged
+ct mkdir -p /etc/systemd/system/linkfarm.service.d
+ct bash -c 'printf "[Service]\nReadWritePaths=/srv\n" >/etc/systemd/system/linkfarm.service.d/srv.conf'
+ct systemctl daemon-reload
+check "and restarts with the drop-in" ct systemctl restart linkfarm
+check "after the drop-in, the tree is managed" wait_until 10 ct test -L /srv/links/a
+check "the sandbox never stopped the daemon from managing the example tree" \
+    ct bash -c "for n in checkpoints loras vae controlnet upscale_models embeddings clip diffusion_models; do test -L $UP/\$n || exit 1; done"
+
+# --- stop ------------------------------------------------------------------------------------------
+ct systemctl stop linkfarm
+check "systemctl stop exits cleanly (status 0, inactive)" \
+    test "$(ct systemctl show -p ExecMainStatus --value linkfarm)/$(ct systemctl is-active linkfarm || true)" = "0/inactive"
+
+echo "total $((SECONDS - t0)) s"
+if [ -n "${LINKFARM_E2E_KEEP:-}" ]; then
+    echo "keeping the container: nsenter -t $INIT -a ...; kill $NSPAWN_PID to end"
+    touch "$LINKFARM_E2E_KEEP"; while [ -e "$LINKFARM_E2E_KEEP" ]; do sleep 1; done
+fi
+if [ "$FAILS" -gt 0 ]; then
+    echo "--- diagnostics"
+    ct systemd-analyze verify /lib/systemd/system/linkfarm.service 2>&1 | head -n 5 || true
+    ct systemctl status --no-pager linkfarm 2>&1 | tail -n 15 || true
+    ct journalctl -u linkfarm LINKFARM_ACTION=create -n 1 -o json 2>&1 | cut -c1-1500 || true
+fi
+summary
