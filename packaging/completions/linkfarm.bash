@@ -22,6 +22,9 @@ _linkfarm() {
             linkfarm,check)
                 cmd="linkfarm__subcmd__check"
                 ;;
+            linkfarm,doctor)
+                cmd="linkfarm__subcmd__doctor"
+                ;;
             linkfarm,help)
                 cmd="linkfarm__subcmd__help"
                 ;;
@@ -39,6 +42,9 @@ _linkfarm() {
                 ;;
             linkfarm__subcmd__help,check)
                 cmd="linkfarm__subcmd__help__subcmd__check"
+                ;;
+            linkfarm__subcmd__help,doctor)
+                cmd="linkfarm__subcmd__help__subcmd__doctor"
                 ;;
             linkfarm__subcmd__help,help)
                 cmd="linkfarm__subcmd__help__subcmd__help"
@@ -59,7 +65,7 @@ _linkfarm() {
 
     case "${cmd}" in
         linkfarm)
-            opts="-c -h -V --config --help --version run check apply validate status help"
+            opts="-c -h -V --config --help --version run check apply validate status doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -124,8 +130,34 @@ _linkfarm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        linkfarm__subcmd__doctor)
+            opts="-c -h -V --smb-conf --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --smb-conf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         linkfarm__subcmd__help)
-            opts="run check apply validate status help"
+            opts="run check apply validate status doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,6 +185,20 @@ _linkfarm() {
             return 0
             ;;
         linkfarm__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -31,7 +31,8 @@ EXIT STATUS:
   check     0 converged, 1 drift, 2 error, 78 invalid config
   apply     0 ok, 1 some actions failed, 78 invalid config
   validate  0 valid, 78 invalid
-  status    0 all converged, 1 not, 2 daemon not running";
+  status    0 all converged, 1 not, 2 daemon not running
+  doctor    0 no failure, 1 a failure";
 
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/linkfarm/linkfarm.yaml";
@@ -69,6 +70,19 @@ pub enum Command {
     Validate,
     /// Read the running daemon's state file (exit 0 converged, 1 not, 2 not running).
     Status(OutputArgs),
+    /// Diagnose the setup: config, farms, permissions, inotify, disk, Samba (exit 0, or 1 on a failure).
+    Doctor(DoctorArgs),
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The Samba config to check the shares of (read through `testparm` when installed).
+    #[arg(long, value_name = "FILE", default_value = "/etc/samba/smb.conf")]
+    pub smb_conf: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--json`.

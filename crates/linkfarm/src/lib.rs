@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod doctor;
 pub mod load;
 pub mod logging;
 pub mod oneshot;

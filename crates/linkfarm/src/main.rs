@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use linkfarm::cli::{Cli, Command, RunArgs};
-use linkfarm::{daemon, load, logging, oneshot, ExitCode};
+use linkfarm::{daemon, doctor, load, logging, oneshot, ExitCode};
 use linkfarm_fs::Mode;
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
             };
             daemon::state::status(&state_file, o.json)
         }
+        Command::Doctor(d) => doctor::run(&cli.config, &d.smb_conf, d.json),
     };
     std::process::ExitCode::from(code as u8)
 }

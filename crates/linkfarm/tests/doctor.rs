@@ -1,0 +1,226 @@
+//! `linkfarm doctor` on real trees and smb.conf files. Every Samba scenario runs through the
+//! built-in smb.conf parser and, when Samba is installed, through the real `testparm` as well;
+//! both must give the same verdicts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// The admin guide's layout under a temp `cw/`, with `owner` if given.
+    fn new(owner: Option<&str>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cw = dir.path().join("cw");
+        for t in ["checkpoints", "loras", "vae"] {
+            fs::create_dir_all(cw.join("storage-models/models").join(t)).unwrap();
+        }
+        fs::create_dir_all(cw.join("storage-user/models-upload")).unwrap();
+        let owner = owner.map(|o| format!("    owner: \"{o}\"\n")).unwrap_or_default();
+        fs::write(
+            dir.path().join("linkfarm.yaml"),
+            format!(
+                "version: 1\nfarms:\n  - name: models-upload\n    target_dir: cw/storage-models/models\n    \
+                 link_dir: cw/storage-user/models-upload\n    entries: [checkpoints, loras, vae]\n{owner}"
+            ),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+    fn cw(&self) -> PathBuf {
+        self.dir.path().join("cw")
+    }
+    /// Writes an smb.conf; `PATH` in `text` becomes the temp cw root.
+    fn smb(&self, text: &str) -> PathBuf {
+        let p = self.dir.path().join("smb.conf");
+        fs::write(&p, text.replace("PATH", &self.cw().display().to_string())).unwrap();
+        p
+    }
+    fn doctor(&self, smb: &Path, testparm: &str) -> (i32, Value) {
+        let o = Command::new(env!("CARGO_BIN_EXE_linkfarm"))
+            .arg("-c")
+            .arg(self.dir.path().join("linkfarm.yaml"))
+            .args(["doctor", "--json", "--smb-conf"])
+            .arg(smb)
+            .env("LINKFARM_TESTPARM", testparm)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap(),
+            serde_json::from_slice(&o.stdout).unwrap(),
+        )
+    }
+}
+
+fn has_testparm() -> bool {
+    Command::new("testparm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `f` with the built-in parser and, when available, with testparm.
+fn both(mut f: impl FnMut(&str)) {
+    f("none");
+    if has_testparm() {
+        f("testparm");
+    } else {
+        eprintln!("testparm not installed: checked with the built-in parser only");
+    }
+}
+
+fn find<'a>(v: &'a Value, status: &str, needle: &str) -> Option<&'a Value> {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == status && c["message"].as_str().unwrap().contains(needle))
+}
+
+#[track_caller]
+fn expect(v: &Value, status: &str, needle: &str, via: &str) {
+    assert!(
+        find(v, status, needle).is_some(),
+        "[{via}] no {status} containing {needle:?} in {v:#}"
+    );
+}
+
+#[test]
+fn the_admin_guides_smb_conf() {
+    let s = Setup::new(None);
+    let smb = s.smb(
+        "[global]\n   unix extensions = no\n[ki_Daten]\n    path = PATH\n    follow symlinks = yes\n    wide links = yes\n",
+    );
+    both(|via| {
+        let (code, v) = s.doctor(&smb, via);
+        expect(&v, "warn", "wide links = yes is not needed", via);
+        expect(&v, "fail", "read only = yes: clients cannot upload", via);
+        expect(&v, "ok", "follow symlinks = yes", via);
+        expect(&v, "warn", "no recycle VFS", via);
+        assert_eq!(code, 1, "[{via}] a failure exits 1");
+    });
+}
+
+#[test]
+fn the_shipped_example_passes() {
+    let s = Setup::new(None);
+    let example =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smb.conf")).unwrap();
+    let smb = s.smb(&example.replace("/vol/service/cw", "PATH"));
+    let applied = Command::new(env!("CARGO_BIN_EXE_linkfarm"))
+        .arg("-c")
+        .arg(s.dir.path().join("linkfarm.yaml"))
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert!(applied.status.success());
+    both(|via| {
+        let (code, v) = s.doctor(&smb, via);
+        assert_eq!(v["fail"], 0, "[{via}] {v:#}");
+        assert_eq!(v["warn"], 0, "[{via}] {v:#}");
+        expect(
+            &v,
+            "ok",
+            "wide links = no: every target lies inside the share",
+            via,
+        );
+        expect(&v, "ok", "deleted files are recoverable", via);
+        assert_eq!(code, 0);
+    });
+}
+
+#[test]
+fn target_outside_the_share_needs_wide_links_and_says_what_it_costs() {
+    let s = Setup::new(None);
+    // The share serves only storage-user: the targets in storage-models are outside it.
+    let user = "[ki]\n path = PATH/storage-user\n read only = no\n vfs objects = recycle\n";
+    let smb = s.smb(user);
+    both(|via| {
+        let (_, v) = s.doctor(&smb, via);
+        expect(&v, "fail", "lies outside the share path", via);
+    });
+    let smb = s.smb(&format!("{user} wide links = yes\n"));
+    both(|via| {
+        let (_, v) = s.doctor(&smb, via);
+        expect(&v, "fail", "ignored while unix extensions = yes", via);
+    });
+    let smb = s.smb(&format!(
+        "[global]\n unix extensions = no\n{user} wide links = yes\n"
+    ));
+    both(|via| {
+        let (code, v) = s.doctor(&smb, via);
+        expect(&v, "warn", "wide links = yes (needed", via);
+        assert_eq!(code, 0, "[{via}] {v:#}");
+    });
+}
+
+#[test]
+fn follow_symlinks_off_fails() {
+    let s = Setup::new(None);
+    let smb = s.smb("[ki]\n path = PATH\n read only = no\n follow symlinks = no\n");
+    both(|via| {
+        let (_, v) = s.doctor(&smb, via);
+        expect(&v, "fail", "follow symlinks = no", via);
+    });
+}
+
+#[test]
+fn shares_in_included_files_are_found() {
+    let s = Setup::new(None);
+    let inc = s.dir.path().join("shares.conf");
+    fs::write(
+        &inc,
+        format!("[ki_Daten]\n path = {}\n read only = no\n", s.cw().display()),
+    )
+    .unwrap();
+    let smb = s.smb(&format!("[global]\n include = {}\n", inc.display()));
+    both(|via| {
+        let (_, v) = s.doctor(&smb, via);
+        expect(&v, "ok", "serves link_dir", via);
+    });
+}
+
+#[test]
+fn permission_denied_when_uploading_is_diagnosed() {
+    let s = Setup::new(Some("4321:4321"));
+    let (code, v) = s.doctor(Path::new("/nonexistent/smb.conf"), "none");
+    expect(&v, "fail", "get \"permission denied\"", "none");
+    let remedy = find(&v, "fail", "permission denied").unwrap()["remedy"]
+        .as_str()
+        .unwrap();
+    assert!(remedy.starts_with("chown -R 4321:4321 "), "{remedy}");
+    assert_eq!(code, 1);
+    expect(&v, "ok", "Samba checks skipped", "none");
+}
+
+#[test]
+fn drift_and_invalid_config_are_reported() {
+    let s = Setup::new(None);
+    let (code, v) = s.doctor(Path::new("/nonexistent"), "none");
+    expect(&v, "warn", "drift (0/3 links ok)", "none");
+    assert_eq!(code, 0, "drift is a warning");
+    let cfg = s.dir.path().join("linkfarm.yaml");
+    fs::write(
+        &cfg,
+        fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("version: 1", "version: 2"),
+    )
+    .unwrap();
+    let (code, v) = s.doctor(Path::new("/nonexistent"), "none");
+    expect(&v, "fail", "unknown version 2", "none");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn inotify_limits_are_checked() {
+    let s = Setup::new(None);
+    let (_, v) = s.doctor(Path::new("/nonexistent"), "none");
+    expect(&v, "ok", "max_user_watches", "none");
+    expect(&v, "ok", "max_user_instances", "none");
+}
