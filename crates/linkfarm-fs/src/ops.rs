@@ -100,7 +100,12 @@ impl<'a> Applier<'a> {
     }
 
     fn fail(&self, op: &'static str, path: PathBuf, e: Errno) -> Step {
-        Step::Failed(FsError::new(op, path, e))
+        match e {
+            // Something observed a moment ago is gone (a directory renamed away mid-pass): the
+            // next observation sees the new state, so this is a race, not a failure to back off.
+            Errno::ENOENT => Step::Raced(format!("{op} {}: vanished meanwhile", path.display())),
+            e => Step::Failed(FsError::new(op, path, e)),
+        }
     }
 
     fn ld(&self) -> Result<BorrowedFd<'_>, Step> {
@@ -379,9 +384,12 @@ impl<'a> Applier<'a> {
         if !self.target_subdirs.contains_key(target) {
             let path = self.farm.target_dir.join(target);
             let t = self.target_fd()?;
-            let fd = open_dir_at(t, target).map_err(|e| FsError::new("open", path, e));
-            let fd = fd.map_err(|e| {
-                Step::Failed(e.with("adoption moves only into a real folder, never through a symlink"))
+            let fd = open_dir_at(t, target).map_err(|e| match e {
+                Errno::ENOENT => Step::Raced(format!("{} vanished meanwhile", path.display())),
+                e => Step::Failed(
+                    FsError::new("open", path, e)
+                        .with("adoption moves only into a real folder, never through a symlink"),
+                ),
             })?;
             self.target_subdirs.insert(target.to_owned(), fd);
         }

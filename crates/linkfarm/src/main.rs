@@ -45,6 +45,13 @@ fn config_error(e: &linkfarm_core::ConfigError) -> ExitCode {
 }
 
 fn run(config: &std::path::Path, args: &RunArgs) -> ExitCode {
+    // First of all: SIGHUP's default action would kill a daemon that is still starting (a reload
+    // requested a moment too early). The config is read after this, so an early SIGHUP asks for
+    // nothing that start-up does not do anyway.
+    let early_hup = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, early_hup) {
+        eprintln!("linkfarm: cannot handle SIGHUP: {e}");
+    }
     logging::init(args.log_format);
     let config = match load::load_for_start(config) {
         Ok(c) => c,

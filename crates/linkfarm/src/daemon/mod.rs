@@ -73,6 +73,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         unpublished: true,
     };
     d.install_farms(Vec::new());
+    state::remove_leftovers(&d.config.settings.state_file);
     // Watches first, then the first full pass: a change during that pass is not missed.
     d.ensure_watches();
     d.converge(true);
@@ -306,10 +307,14 @@ impl Daemon {
         }
         let mut changed = false;
         for f in &mut self.farms {
-            if full || f.dirty || f.due().is_some_and(|t| t <= now) {
+            let due = f.due().is_some_and(|t| t <= now);
+            if full || f.dirty || due {
                 changed |= f.pass(s.adopt_after, s.poll_interval);
                 self.unpublished = true;
             }
+            // A timer-driven pass (polling, backoff, settling) also re-checks the watches, so a
+            // farm that lost its watches to a race gets them back without waiting for an event.
+            self.rewatch |= due || full;
         }
         changed
     }

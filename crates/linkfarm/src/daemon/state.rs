@@ -63,6 +63,24 @@ pub fn write(path: &Path, value: &Value) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Removes temp files of the state file left by a daemon killed while writing it
+/// (`<state_file>.tmp.<pid>`); only regular files of that exact pattern are touched.
+pub fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        let pid_part = n.strip_prefix(&prefix);
+        if pid_part.is_some_and(|p| p.parse::<u32>().is_ok()) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Whether `pid` is a live linkfarm process.
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "linkfarm")

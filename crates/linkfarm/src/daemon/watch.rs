@@ -79,6 +79,32 @@ impl Watches {
     /// newly watched (whatever changed under them before the watch existed was not seen).
     pub fn ensure(&mut self, wanted: &BTreeSet<PathBuf>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
         let mut added = Vec::new();
+        // A directory can vanish between its stat and inotify_add_watch; then the targets are
+        // computed again, so its ancestor gets the watch instead.
+        for _ in 0..4 {
+            if !self.ensure_once(wanted, &mut added) {
+                break;
+            }
+        }
+        let unwatched: BTreeSet<PathBuf> = wanted
+            .iter()
+            .filter(|p| !self.current.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in &unwatched {
+            if !self.failed.contains_key(p) {
+                // Normal while a directory is away; its ancestor is watched for its return.
+                tracing::debug!(
+                    "{} is missing; watching an ancestor until it is back",
+                    p.display()
+                );
+            }
+        }
+        (unwatched, added)
+    }
+
+    /// One round of [`Watches::ensure`]; returns whether a directory vanished meanwhile.
+    fn ensure_once(&mut self, wanted: &BTreeSet<PathBuf>, added: &mut Vec<PathBuf>) -> bool {
         let mut target: BTreeMap<PathBuf, (u64, u64)> = BTreeMap::new();
         for p in wanted {
             let mut at = p.as_path();
@@ -107,6 +133,7 @@ impl Watches {
             tracing::debug!("unwatch {}: {r:?}", p.display());
             self.current.remove(&p);
         }
+        let mut vanished = false;
         for (p, id) in &target {
             if self.current.contains_key(p) {
                 continue;
@@ -120,6 +147,10 @@ impl Watches {
                     }
                     self.current.insert(p.clone(), *id);
                 }
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {
+                    tracing::debug!("{} vanished before it could be watched", p.display());
+                    vanished = true;
+                }
                 Err(e) => {
                     let why = explain(&e);
                     if self.failed.get(p) != Some(&why) {
@@ -130,21 +161,7 @@ impl Watches {
             }
         }
         self.failed.retain(|p, _| target.contains_key(p));
-        let unwatched: BTreeSet<PathBuf> = wanted
-            .iter()
-            .filter(|p| !self.current.contains_key(*p))
-            .cloned()
-            .collect();
-        for p in &unwatched {
-            if !target.contains_key(p) && !self.failed.contains_key(p) {
-                // Normal while a directory is away; its ancestor is watched for its return.
-                tracing::debug!(
-                    "{} is missing; watching an ancestor until it is back",
-                    p.display()
-                );
-            }
-        }
-        (unwatched, added)
+        vanished
     }
 
     /// Whether `path` is one of the directories watched directly.
