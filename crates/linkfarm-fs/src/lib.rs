@@ -139,13 +139,23 @@ impl FarmFs {
             return (Vec::new(), 0);
         }
         let mut ap = ops::Applier::new(&self.farm, &mut self.anchor);
-        let results = actions
-            .iter()
-            .map(|a| ActionResult {
+        // The steps for one link build on each other (adopt every entry, then replace the emptied
+        // folder): after a failed step the later ones for that link are not attempted.
+        let mut failed: std::collections::HashSet<&std::ffi::OsStr> = Default::default();
+        let mut results = Vec::with_capacity(actions.len());
+        for a in actions {
+            if failed.contains(a.link.as_os_str()) {
+                continue;
+            }
+            let outcome = ap.apply(a);
+            if matches!(outcome, Outcome::Failed(_)) {
+                failed.insert(a.link.as_os_str());
+            }
+            results.push(ActionResult {
                 action: a.clone(),
-                outcome: ap.apply(a),
-            })
-            .collect();
+                outcome,
+            });
+        }
         (results, ap.writes)
     }
 }

@@ -36,7 +36,9 @@ pub fn converge(fs: &mut FarmFs, config: &Config, mode: Mode) -> Vec<PassReport>
     let mut passes = Vec::new();
     loop {
         let r = fs.pass(config.settings.adopt_after, SystemTime::now(), mode);
-        let raced = r.results.iter().any(|x| matches!(x.outcome, Outcome::Raced(_)));
+        // Another pass helps after a race, not after a failure (it would only fail again).
+        let raced = r.results.iter().any(|x| matches!(x.outcome, Outcome::Raced(_)))
+            && !r.results.iter().any(|x| matches!(x.outcome, Outcome::Failed(_)));
         let changed = r.changed();
         passes.push(r);
         if mode == Mode::DryRun || passes.len() >= MAX_PASSES || !(raced || changed) {

@@ -236,6 +236,7 @@ fn chaos_rounds_keep_every_invariant() {
     let mut rounds = 0;
     let mut files = 0;
     let mut errors: Vec<String> = Vec::new();
+    let mut transient = 0;
     let started = Instant::now();
     for seed in first..first + seeds {
         let outside = tempfile::tempdir().unwrap();
@@ -263,8 +264,7 @@ fn chaos_rounds_keep_every_invariant() {
         // A hostile link into the outside tree, present from the start.
         symlink(outside.path(), w.up().join("evil")).unwrap();
         w.write_config();
-        let log = d.path().join("../chaos-daemon.log");
-        let log = log.with_file_name(format!("chaos-daemon-{seed}.log"));
+        let log = std::env::temp_dir().join(format!("chaos-daemon-{seed}-{}.log", std::process::id()));
         let mut daemon = start(&root, &log);
         let pid = Pid::from_raw(daemon.id() as i32);
         // Like systemd, which queues a reload until READY: no SIGHUP before the daemon is up
@@ -307,7 +307,19 @@ fn chaos_rounds_keep_every_invariant() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             // Invariants: every file the driver wrote is there exactly once, and nothing else.
-            let inv = inventory_except(&root, &["state.json", "linkfarm.yaml", ".linkfarm.yaml"]);
+            // The walk is not atomic: if the daemon is still finishing a move, the walk can miss
+            // a file in flight. A mismatch is looked at again once the daemon is quiet; only a
+            // file missing from a quiet tree counts as lost.
+            let skip = ["state.json", "linkfarm.yaml", ".linkfarm.yaml"];
+            let mut inv = inventory_except(&root, &skip);
+            let complete = |inv: &std::collections::BTreeMap<Vec<u8>, usize>| {
+                inv.len() == w.expected.len() && inv.values().all(|v| *v == 1)
+            };
+            if !complete(&inv) {
+                transient += 1;
+                std::thread::sleep(Duration::from_millis(300));
+                inv = inventory_except(&root, &skip);
+            }
             let present: std::collections::BTreeSet<String> = inv
                 .iter()
                 .map(|(k, v)| {
@@ -316,7 +328,21 @@ fn chaos_rounds_keep_every_invariant() {
                 })
                 .collect();
             let lost: Vec<&String> = w.expected.difference(&present).collect();
-            assert!(lost.is_empty(), "files lost: {lost:?} ({replay})");
+            if !lost.is_empty() {
+                let _ = fs::copy(&log, std::env::temp_dir().join("chaos-failed-daemon.log"));
+                let where_: Vec<String> = snapshot(&root)
+                    .into_iter()
+                    .map(|(p, v)| format!("{} {}", p.display(), &v[..v.len().min(40)]))
+                    .collect();
+                let _ = fs::write(
+                    std::env::temp_dir().join("chaos-failed-tree.txt"),
+                    where_.join("\n"),
+                );
+            }
+            assert!(
+                lost.is_empty(),
+                "files lost: {lost:?} ({replay}; daemon log in /tmp/chaos-failed-daemon.log)"
+            );
             let extra: Vec<&String> = present.difference(&w.expected).collect();
             assert!(extra.is_empty(), "unexpected files: {extra:?} ({replay})");
             assert_eq!(
@@ -346,7 +372,7 @@ fn chaos_rounds_keep_every_invariant() {
     println!(
         "chaos campaign: {seeds} seeds, {n} operations in {rounds} rounds, {:?}; ops by kind \
          [del, retarget, hijack, folder, file, upload, new type, rename type, remove type, link_dir away, \
-         target_dir away, config edit, SIGHUP] = {total_ops:?}; {files} files tracked; {} action errors logged (races the next pass fixed); 0 files lost, 0 writes outside, 0 leftovers",
+         target_dir away, config edit, SIGHUP] = {total_ops:?}; {files} files tracked; {} action errors logged; {transient} inventory walks raced a move and were repeated; 0 files lost, 0 writes outside, 0 leftovers",
         started.elapsed(),
         errors.len()
     );

@@ -11,4 +11,6 @@
 mod chaos;
 mod common;
 mod crash;
+mod faults;
 mod fuzz;
+mod two_daemons;
