@@ -282,13 +282,21 @@ impl<'a> Applier<'a> {
                 // A file or folder appeared at the link path between observation and exchange:
                 // put it back where the client left it, and drop our link.
                 let kind = if other.is_ok() { "file or folder" } else { "object" };
-                self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_EXCHANGE))
-                    .map_err(|e| {
-                        self.fail("exchange back", path.clone(), e).with_detail(format!(
-                            "the object is safe at {}",
-                            self.link_path(&tmp).display()
+                let safe_at = format!("the object is safe at {}", self.link_path(&tmp).display());
+                match self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_EXCHANGE)) {
+                    Ok(()) => {}
+                    // Our new link was removed meanwhile: move the object back without replacing.
+                    Err(Errno::ENOENT) => self
+                        .w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_NOREPLACE))
+                        .map_err(|e| {
+                            Step::Failed(FsError::new("put back", path.clone(), e).with(safe_at.clone()))
+                        })?,
+                    Err(e) => {
+                        return Err(Step::Failed(
+                            FsError::new("exchange back", path.clone(), e).with(safe_at),
                         ))
-                    })?;
+                    }
+                }
                 if lstat_at(ld, &tmp).is_ok_and(|s| is_symlink(&s)) {
                     let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
                 }
@@ -336,7 +344,7 @@ impl<'a> Applier<'a> {
                 // Not a symlink any more: put it back untouched.
                 self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_NOREPLACE))
                     .map_err(|e| {
-                        self.fail("rename back", path.clone(), e).with_detail(format!(
+                        Step::Failed(FsError::new("rename back", path.clone(), e)).with_detail(format!(
                             "the object is safe at {}",
                             self.link_path(&tmp).display()
                         ))

@@ -663,3 +663,24 @@ fn poll_watcher_runs_timed_passes() {
         state(&t)["farms"][0]["passes"].as_u64().unwrap() >= p0 + 3
     });
 }
+
+/// Regression (found by the chaos campaign): target_dir renamed away and straight back, inside a
+/// watched parent (here the config's directory). notify drops its watch on seeing the rename in
+/// the parent; the daemon must notice and watch it again, or later changes go unseen.
+#[test]
+fn target_dir_renamed_away_and_back_is_still_watched() {
+    let t = Tree::new(&["a"]);
+    t.write_config("\"*\"", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let passes = || state(&t)["farms"][0]["passes"].as_u64().unwrap_or(0);
+    wait_for("state", || passes() > 0);
+    let p0 = passes();
+    let models = t.root().join("models");
+    let away = t.root().join("models.away");
+    fs::rename(&models, &away).unwrap();
+    fs::rename(&away, &models).unwrap();
+    wait_for("the rename was handled", || passes() > p0);
+    fs::create_dir(t.t("new")).unwrap();
+    wait_for("a new target after the rename is seen", || t.linked("new"));
+}

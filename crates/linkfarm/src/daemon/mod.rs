@@ -197,6 +197,18 @@ impl Daemon {
                     f.dirty = true;
                 }
             }
+            // A watched directory renamed or removed: its watch is gone or points elsewhere.
+            if let Some(w) = &mut self.watches {
+                use notify::event::ModifyKind;
+                let moved = matches!(
+                    ev.kind,
+                    notify::EventKind::Modify(ModifyKind::Name(_)) | notify::EventKind::Remove(_)
+                );
+                if moved && w.is_watched(p) {
+                    w.invalidate(p);
+                    self.rewatch = true;
+                }
+            }
             // A path that is (an ancestor of) a directory we watch only through an ancestor, or a
             // watched directory itself (deleted, renamed): the watches must be looked at again.
             if let Some(w) = &self.watches {

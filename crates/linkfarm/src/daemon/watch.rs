@@ -164,6 +164,15 @@ impl Watches {
         vanished
     }
 
+    /// Forgets the watch on `path` so the next [`Watches::ensure`] adds it again. notify drops a
+    /// watch by itself when a watched parent reports the directory renamed or removed, even when
+    /// it comes back at once (same inode): our record must not outlive it.
+    pub fn invalidate(&mut self, path: &Path) {
+        if self.current.remove(path).is_some() {
+            let _ = self.watcher.unwatch(path);
+        }
+    }
+
     /// Whether `path` is one of the directories watched directly.
     pub fn is_watched(&self, path: &Path) -> bool {
         self.current.contains_key(path)

@@ -169,3 +169,41 @@ fn start_up_removes_state_file_temps_of_a_killed_daemon() {
         "only the exact pattern is removed"
     );
 }
+
+/// Hostile tree: a link_dir with a huge number of foreign entries (files, FIFOs, folders) around
+/// a few links. The pass stays correct and leaves every foreign entry alone.
+#[test]
+fn huge_link_dir_is_handled() {
+    let n = size("LINKFARM_HUGE", 20_000, 1_000_000);
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    fs::create_dir_all(root.join("models/a")).unwrap();
+    fs::create_dir_all(root.join("models/b")).unwrap();
+    let up = root.join("up");
+    fs::create_dir_all(&up).unwrap();
+    for i in 0..n {
+        let p = up.join(format!("x{i:07}"));
+        match i % 100 {
+            0 => fs::create_dir(&p).unwrap(),
+            1 => nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
+            _ => drop(fs::File::create(&p).unwrap()),
+        }
+    }
+    symlink(root.join("models/b"), up.join("a")).unwrap();
+    fs::write(
+        root.join("linkfarm.yaml"),
+        "version: 1\nfarms:\n  - name: h\n    target_dir: models\n    link_dir: up\n    entries: [a, b]\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert!(apply(&root.join("linkfarm.yaml")).status.success());
+    let first = t.elapsed();
+    let t = Instant::now();
+    assert_eq!(states(&root.join("linkfarm.yaml")), ["converged"]);
+    let check = t.elapsed();
+    assert_eq!(fs::read_link(up.join("a")).unwrap(), root.join("models/a"));
+    assert_eq!(fs::read_dir(&up).unwrap().count() as u64, n + 2);
+    println!(
+        "hostile tree: {n} foreign entries in link_dir; apply {first:?}, check {check:?}, all left alone"
+    );
+}
