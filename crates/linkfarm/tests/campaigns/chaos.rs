@@ -24,6 +24,8 @@ struct World {
     ops: [u64; 13],
     /// Contents of every file the driver wrote successfully.
     expected: std::collections::BTreeSet<String>,
+    /// What the driver did, written out when a seed fails.
+    trace: Vec<String>,
 }
 
 impl World {
@@ -48,9 +50,8 @@ impl World {
                 use std::io::Write;
                 f.write_all(c.as_bytes())
             });
-        if std::env::var_os("LINKFARM_CHAOS_TRACE").is_some() {
-            eprintln!("  new file {} with {c}: {r:?}", path.display());
-        }
+        self.trace
+            .push(format!("  new file {} with {c}: {r:?}", path.display()));
         if r.is_ok() {
             self.expected.insert(c);
         }
@@ -65,6 +66,32 @@ impl World {
         fs::write(&tmp, text).unwrap();
         fs::rename(tmp, self.root.join("linkfarm.yaml")).unwrap();
     }
+    /// Removes the symlink at `l`, and only a symlink. A plain "is it a link? then unlink" is a
+    /// check-then-act race: linkfarm's exchange-back (SPEC §4) can put a client's file at `l` in
+    /// between, and the driver would delete that file itself. So the driver does what linkfarm
+    /// does: move the entry aside, check it, and put back anything that is not a symlink.
+    fn take_link(&mut self, l: &Path) -> bool {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        let aside = self.root.join("share/.chaos-aside");
+        if renameat2(AT_FDCWD, l, AT_FDCWD, &aside, RenameFlags::RENAME_NOREPLACE).is_err() {
+            return false;
+        }
+        if fs::symlink_metadata(&aside).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&aside).unwrap();
+            return true;
+        }
+        if renameat2(AT_FDCWD, &aside, AT_FDCWD, l, RenameFlags::RENAME_NOREPLACE).is_err() {
+            // Something new is at `l` already: keep the object in the root, out of the way.
+            self.counter += 1;
+            fs::rename(
+                &aside,
+                self.root.join("trash").join(format!("aside-{}", self.counter)),
+            )
+            .unwrap();
+        }
+        false
+    }
+
     fn names(&self, dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .map(|rd| {
@@ -89,36 +116,27 @@ impl World {
     fn op(&mut self, daemon: Pid) {
         let kind = self.rng.below(13) as usize;
         self.ops[kind] += 1;
-        if std::env::var_os("LINKFARM_CHAOS_TRACE").is_some() {
-            eprintln!("op {kind} (counter {})", self.counter);
-        }
+        self.trace.push(format!("op {kind} (counter {})", self.counter));
         let up = self.up();
         let models = self.models();
-        let is_link = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
         match kind {
             0 => {
                 // delete a link
                 if let Some(n) = self.pick(&up) {
-                    if is_link(&up.join(&n)) {
-                        let _ = fs::remove_file(up.join(&n));
-                    }
+                    self.take_link(&up.join(&n));
                 }
             }
             1 | 2 => {
                 // retarget a link to another target (managed), or hijack it (foreign)
                 if let (Some(n), Some(t)) = (self.pick(&up), self.pick(&models)) {
                     let l = up.join(&n);
-                    if is_link(&l) {
+                    if self.take_link(&l) {
                         let text = if kind == 1 {
                             models.join(t)
                         } else {
                             self.outside.join("victim")
                         };
-                        let tmp = self.root.join("share/.chaos-tmp");
-                        let _ = fs::remove_file(&tmp);
-                        if symlink(&text, &tmp).is_ok() {
-                            let _ = fs::rename(&tmp, &l);
-                        }
+                        let _ = symlink(&text, &l);
                     }
                 }
             }
@@ -126,7 +144,7 @@ impl World {
                 // a client deletes a link and makes a real folder with files there
                 if let Some(n) = self.pick(&up) {
                     let l = up.join(&n);
-                    if is_link(&l) && fs::remove_file(&l).is_ok() && fs::create_dir(&l).is_ok() {
+                    if self.take_link(&l) && fs::create_dir(&l).is_ok() {
                         for _ in 0..1 + self.rng.below(3) {
                             let name = format!("f{}.bin", self.counter);
                             self.new_file(&l.join(name));
@@ -138,7 +156,7 @@ impl World {
                 // a file where a link was
                 if let Some(n) = self.pick(&up) {
                     let l = up.join(&n);
-                    if is_link(&l) && fs::remove_file(&l).is_ok() {
+                    if self.take_link(&l) {
                         self.new_file(&l);
                     }
                 }
@@ -255,6 +273,7 @@ fn chaos_rounds_keep_every_invariant() {
             policy: "adopt",
             ops: [0; 13],
             expected: Default::default(),
+            trace: Vec::new(),
         };
         for t in ["checkpoints", "loras", "vae", "clip"] {
             fs::create_dir_all(w.models().join(t)).unwrap();
@@ -337,6 +356,10 @@ fn chaos_rounds_keep_every_invariant() {
                 let _ = fs::write(
                     std::env::temp_dir().join("chaos-failed-tree.txt"),
                     where_.join("\n"),
+                );
+                let _ = fs::write(
+                    std::env::temp_dir().join("chaos-failed-trace.txt"),
+                    w.trace.join("\n"),
                 );
             }
             assert!(
