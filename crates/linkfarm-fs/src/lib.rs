@@ -30,6 +30,14 @@ pub enum Outcome {
     Raced(String),
     /// The action failed; nothing was harmed.
     Failed(FsError),
+    /// A race left an object of a client's where it must not stay (under a temp name); it was
+    /// moved, without replacing anything, to `to`.
+    Rescued {
+        /// Where the object is now.
+        to: PathBuf,
+        /// What happened.
+        why: String,
+    },
 }
 
 /// One applied action and its outcome.
@@ -62,7 +70,9 @@ impl PassReport {
 
     /// Whether something changed on disk.
     pub fn changed(&self) -> bool {
-        self.results.iter().any(|r| matches!(r.outcome, Outcome::Done(_)))
+        self.results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Done(_) | Outcome::Rescued { .. }))
     }
 }
 

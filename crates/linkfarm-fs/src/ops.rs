@@ -23,6 +23,7 @@ type R = Result<Option<PathBuf>, Step>;
 enum Step {
     Raced(String),
     Failed(FsError),
+    Rescued { to: PathBuf, why: String },
 }
 
 pub(crate) struct Applier<'a> {
@@ -92,6 +93,7 @@ impl<'a> Applier<'a> {
             Ok(x) => Outcome::Done(x),
             Err(Step::Raced(s)) => Outcome::Raced(s),
             Err(Step::Failed(e)) => Outcome::Failed(e),
+            Err(Step::Rescued { to, why }) => Outcome::Rescued { to, why },
         }
     }
 
@@ -297,8 +299,37 @@ impl<'a> Applier<'a> {
                         ))
                     }
                 }
-                if lstat_at(ld, &tmp).is_ok_and(|s| is_symlink(&s)) {
-                    let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
+                match lstat_at(ld, &tmp) {
+                    Ok(st) if is_symlink(&st) => {
+                        let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
+                    }
+                    Ok(_) => {
+                        // A second object came out: while the first was aside, the client also
+                        // replaced the link we had swapped in. The first is back at the link
+                        // path; this one must not stay under a hidden temp name.
+                        let mut dest = std::ffi::OsString::from(linkfarm_core::time::utc_stamp(
+                            std::time::SystemTime::now(),
+                        ));
+                        dest.push("-");
+                        dest.push(link);
+                        let show = self.link_path(&tmp);
+                        let used = self
+                            .move_to_quarantine(ld, &tmp, &dest, show.clone())
+                            .map_err(|_| {
+                                Step::Failed(
+                                    FsError::new("quarantine", path.clone(), Errno::EEXIST)
+                                        .with(format!("the object is safe at {}", show.display())),
+                                )
+                            })?;
+                        return Err(Step::Rescued {
+                            to: self.farm.quarantine_dir.join(used),
+                            why: format!(
+                                "two objects raced this replace at {}; the second was moved to the quarantine",
+                                path.display()
+                            ),
+                        });
+                    }
+                    Err(_) => {}
                 }
                 Err(Step::Raced(format!(
                     "a {kind} appeared at {} and was left in place",

@@ -37,7 +37,10 @@ pub fn converge(fs: &mut FarmFs, config: &Config, mode: Mode) -> Vec<PassReport>
     loop {
         let r = fs.pass(config.settings.adopt_after, SystemTime::now(), mode);
         // Another pass helps after a race, not after a failure (it would only fail again).
-        let raced = r.results.iter().any(|x| matches!(x.outcome, Outcome::Raced(_)))
+        let raced = r
+            .results
+            .iter()
+            .any(|x| matches!(x.outcome, Outcome::Raced(_) | Outcome::Rescued { .. }))
             && !r.results.iter().any(|x| matches!(x.outcome, Outcome::Failed(_)));
         let changed = r.changed();
         passes.push(r);

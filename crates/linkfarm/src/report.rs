@@ -30,6 +30,7 @@ pub fn outcome(o: &Outcome) -> (&'static str, Option<String>) {
         Outcome::Done(_) => ("done", None),
         Outcome::Raced(why) => ("raced", Some(why.clone())),
         Outcome::Failed(e) => ("failed", Some(e.to_string())),
+        Outcome::Rescued { to, why } => ("rescued", Some(format!("{why}: {}", to.display()))),
     }
 }
 
@@ -128,6 +129,9 @@ pub fn passes_text(passes: &[PassReport]) -> String {
                 }
                 Outcome::Failed(e) => {
                     let _ = writeln!(s, "  FAILED {}: {e}", r.action);
+                }
+                Outcome::Rescued { to, why } => {
+                    let _ = writeln!(s, "  {why}: {}", to.display());
                 }
             }
         }

@@ -132,6 +132,14 @@ impl FarmRt {
                         raced = true;
                         debug!(farm = %self.farm().name, link = %lossy(&r.action.link), "{}: {why}", r.action);
                     }
+                    Outcome::Rescued { to, why } => {
+                        raced = true;
+                        self.status.repairs += 1;
+                        warn!(
+                            farm = %self.farm().name, link = %lossy(&r.action.link), action = %"quarantine",
+                            reason = %"race", dest = %to.display(), "{why}: {}", to.display()
+                        );
+                    }
                     Outcome::Failed(e) => {
                         let msg = format!("{}: {e}", r.action);
                         self.failed(&r.action, &msg);
