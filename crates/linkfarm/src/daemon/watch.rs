@@ -147,7 +147,7 @@ impl Watches {
                     }
                     self.current.insert(p.clone(), *id);
                 }
-                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {
+                Err(e) if is_gone(&e) => {
                     tracing::debug!("{} vanished before it could be watched", p.display());
                     vanished = true;
                 }
@@ -186,6 +186,15 @@ impl Watches {
     /// Whether no watch is held.
     pub fn is_empty(&self) -> bool {
         self.current.is_empty()
+    }
+}
+
+/// Whether a watch failed because the directory is gone (notify reports it either way).
+fn is_gone(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }
 
