@@ -296,7 +296,6 @@ fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> ConfigError {
 fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, ConfigError> {
     let base = file.parent().unwrap_or(Path::new("/"));
     let mut d = Diags(Vec::new());
-    let top = Location::UNKNOWN;
 
     match &raw.version {
         None => d.0.push(Diagnostic {
@@ -352,7 +351,6 @@ fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, C
             }
         }
     }
-    let _ = top;
     check_overlaps(&farms, &mut d);
 
     if d.0.is_empty() {

@@ -120,6 +120,12 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// An owned copy of the link_dir fd (the applier keeps its own across the action).
+    fn ld_owned(&self, link: &OsStr) -> Result<OwnedFd, Step> {
+        let path = self.link_path(link);
+        dup(self.ld()?, path)
+    }
+
     /// A write syscall: counted, so a converged pass can be proven to make none.
     fn w<T>(&mut self, r: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
         self.writes += 1;
@@ -190,10 +196,7 @@ impl<'a> Applier<'a> {
 
     fn mkdir_target(&mut self, target: &OsStr) -> R {
         let path = self.farm.target_dir.join(target);
-        let t = self
-            .target_fd()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", path.clone(), errno(e)))?;
+        let t = dup(self.target_fd()?, path.clone())?;
         self.make_dir(t.as_fd(), target, path, self.farm.dir_mode)?;
         Ok(None)
     }
@@ -208,10 +211,7 @@ impl<'a> Applier<'a> {
     }
 
     fn create(&mut self, link: &OsStr, text: &Path) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let path = self.link_path(link);
         self.w(|| symlinkat(text, ld.as_fd(), link))
             .map_err(|e| match e {
@@ -238,10 +238,7 @@ impl<'a> Applier<'a> {
     }
 
     fn replace(&mut self, link: &OsStr, text: &Path) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let ld = ld.as_fd();
         let path = self.link_path(link);
         let tmp = temp_name(link);
@@ -340,10 +337,7 @@ impl<'a> Applier<'a> {
     }
 
     fn remove(&mut self, link: &OsStr) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let ld = ld.as_fd();
         let path = self.link_path(link);
         if crate::temp_name(link) == link || linkfarm_core::plan::is_temp(link) {
@@ -389,10 +383,7 @@ impl<'a> Applier<'a> {
     }
 
     fn chown(&mut self, link: &OsStr, uid: Option<u32>, gid: Option<u32>) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let path = self.link_path(link);
         match lstat_at(ld.as_fd(), link) {
             Ok(st) if is_symlink(&st) => {}
@@ -456,14 +447,14 @@ impl<'a> Applier<'a> {
     }
 
     fn adopt(&mut self, link: &OsStr, child: &OsStr, target: &OsStr) -> R {
-        let from = self
-            .conflict_dir(link)?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
-        let to = self
-            .target_subdir(target)?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let from = {
+            let at = self.link_path(link);
+            dup(self.conflict_dir(link)?, at)?
+        };
+        let to = {
+            let at = self.link_path(link);
+            dup(self.target_subdir(target)?, at)?
+        };
         let show = self.link_path(link).join(child);
         self.move_noreplace(from.as_fd(), child, to.as_fd(), child, show)
     }
@@ -516,10 +507,7 @@ impl<'a> Applier<'a> {
         dest: &OsStr,
         show: PathBuf,
     ) -> Result<OsString, Step> {
-        let q = self
-            .quarantine_fd()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", show.clone(), errno(e)))?;
+        let q = dup(self.quarantine_fd()?, show.clone())?;
         for i in 0..1000 {
             let mut d = dest.to_owned();
             if i > 0 {
@@ -549,14 +537,14 @@ impl<'a> Applier<'a> {
     }
 
     fn quarantine_child(&mut self, link: &OsStr, child: &OsStr, dest: &OsStr) -> R {
-        let from = self
-            .conflict_dir(link)?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
-        let q = self
-            .quarantine_fd()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let from = {
+            let at = self.link_path(link);
+            dup(self.conflict_dir(link)?, at)?
+        };
+        let q = {
+            let at = self.link_path(link);
+            dup(self.quarantine_fd()?, at)?
+        };
         let qpath = self.farm.quarantine_dir.join(dest);
         let m = Mode::from_bits_truncate(0o700);
         match self.w(|| mkdirat(q.as_fd(), dest, m)) {
@@ -584,10 +572,7 @@ impl<'a> Applier<'a> {
     }
 
     fn clear_dir(&mut self, link: &OsStr, text: &Path) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let path = self.link_path(link);
         // rmdir removes only an empty directory: whatever a client put there meanwhile stays.
         match self.w(|| unlinkat(ld.as_fd(), link, UnlinkatFlags::RemoveDir)) {
@@ -605,10 +590,7 @@ impl<'a> Applier<'a> {
     }
 
     fn quarantine(&mut self, link: &OsStr, dest: &OsStr, text: &Path) -> R {
-        let ld = self
-            .ld()?
-            .try_clone_to_owned()
-            .map_err(|e| self.fail("dup", self.link_path(link), errno(e)))?;
+        let ld = self.ld_owned(link)?;
         let used = self.move_to_quarantine(ld.as_fd(), link, dest, self.link_path(link))?;
         self.conflict_dirs.remove(link);
         self.create(link, text)?;
@@ -623,6 +605,12 @@ impl Step {
             other => other,
         }
     }
+}
+
+/// An owned copy of a borrowed directory fd.
+fn dup(fd: BorrowedFd<'_>, path: PathBuf) -> Result<OwnedFd, Step> {
+    fd.try_clone_to_owned()
+        .map_err(|e| Step::Failed(FsError::new("dup", path, errno(e))))
 }
 
 fn errno(e: std::io::Error) -> Errno {
