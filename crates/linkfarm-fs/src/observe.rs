@@ -121,8 +121,12 @@ fn symlink_refusal(farm: &Farm) -> LinkDirObs {
 
 /// One directory entry: its name and the type `getdents` reported.
 pub(crate) fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<(OsString, Option<Type>)>> {
-    // Dir takes ownership of the fd it reads, so it gets a fresh open of the same directory.
-    let fd = openat(dir, ".", DIR_FLAGS, Mode::empty())?;
+    // Dir takes ownership of the fd it reads: give it a duplicate (no path lookup). The offset
+    // is shared, which is harmless: the iterator rewinds when finished, and the original fd is
+    // only used for *at calls.
+    let fd = dir
+        .try_clone_to_owned()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
     let mut d = Dir::from_fd(fd)?;
     let mut out = Vec::new();
     for e in d.iter() {
