@@ -31,14 +31,7 @@ pub struct DesiredLink {
 /// The desired links of `farm`. For `entries: "*"` they come from the observed `target_dir`
 /// (every real directory not excluded); for a list, from the config alone.
 pub fn desired_links(farm: &Farm, target: &TargetObs) -> Vec<DesiredLink> {
-    let mk = |link: OsString, target: OsString| {
-        let abs = farm.target_dir.join(&target);
-        let text = match farm.link_style {
-            LinkStyle::Absolute => abs,
-            LinkStyle::Relative => relative(&farm.link_dir, &abs),
-        };
-        DesiredLink { link, target, text }
-    };
+    let mk = |link: OsString, target: OsString| desired_link(farm, link, target);
     match &farm.entries {
         Entries::List(list) => list
             .iter()
@@ -53,6 +46,35 @@ pub fn desired_links(farm: &Farm, target: &TargetObs) -> Vec<DesiredLink> {
             _ => Vec::new(),
         },
     }
+}
+
+/// The desired links of `farm` among `names` (names of `link_dir`): the same as filtering
+/// [`desired_links`], in time proportional to `names` rather than to the farm.
+pub fn desired_links_among(farm: &Farm, target: &TargetObs, names: &BTreeSet<OsString>) -> Vec<DesiredLink> {
+    match &farm.entries {
+        Entries::List(list) => list
+            .iter()
+            .filter(|e| names.contains(OsStr::new(&e.link)))
+            .map(|e| desired_link(farm, e.link.clone().into(), e.target.clone().into()))
+            .collect(),
+        Entries::All { exclude, .. } => match target {
+            TargetObs::Present(map) => names
+                .iter()
+                .filter(|name| map.get(*name) == Some(&TargetKind::Dir) && !exclude.is_match(Path::new(name)))
+                .map(|name| desired_link(farm, name.clone(), name.clone()))
+                .collect(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn desired_link(farm: &Farm, link: OsString, target: OsString) -> DesiredLink {
+    let abs = farm.target_dir.join(&target);
+    let text = match farm.link_style {
+        LinkStyle::Absolute => abs,
+        LinkStyle::Relative => relative(&farm.link_dir, &abs),
+    };
+    DesiredLink { link, target, text }
 }
 
 /// Why an action is taken; the `LINKFARM_REASON` of its log record.
@@ -353,15 +375,43 @@ struct Planner<'a> {
     farm: &'a Farm,
     now: SystemTime,
     adopt_after: Duration,
+    /// Plan only for these names of `link_dir` (a spot pass), or for all.
+    only: Option<&'a BTreeSet<OsString>>,
     plan: Plan,
 }
 
 /// Plans one pass over `farm` given what was observed at `now`.
 pub fn plan(farm: &Farm, obs: &Observed, now: SystemTime, adopt_after: Duration) -> Plan {
+    plan_inner(farm, obs, None, now, adopt_after)
+}
+
+/// Plans a spot pass: only for the `names` of `link_dir` (those an event named), with everything
+/// else as [`plan`] would decide it. `obs.link_dir` needs to hold only those names; `obs.target`
+/// is the whole target side, since it decides which names are desired. For every `names`, the
+/// actions are exactly those of [`plan`] on the same observation that concern `names`, and
+/// `links_total`/`links_ok` count only desired links among `names`.
+pub fn plan_names(
+    farm: &Farm,
+    obs: &Observed,
+    names: &BTreeSet<OsString>,
+    now: SystemTime,
+    adopt_after: Duration,
+) -> Plan {
+    plan_inner(farm, obs, Some(names), now, adopt_after)
+}
+
+fn plan_inner(
+    farm: &Farm,
+    obs: &Observed,
+    only: Option<&BTreeSet<OsString>>,
+    now: SystemTime,
+    adopt_after: Duration,
+) -> Plan {
     let mut p = Planner {
         farm,
         now,
         adopt_after,
+        only,
         plan: Plan {
             farm: farm.name.clone(),
             state: FarmState::Converged,
@@ -419,12 +469,26 @@ impl Planner<'_> {
                 ))
             }
         };
-        let desired = desired_links(farm, &obs.target);
+        let desired = match self.only {
+            Some(only) => desired_links_among(farm, &obs.target, only),
+            None => desired_links(farm, &obs.target),
+        };
         self.plan.links_total = desired.len();
 
         let empty = Default::default();
+        let restricted;
         let entries = match &obs.link_dir {
-            LinkDirObs::Present(m) => m,
+            LinkDirObs::Present(m) => match self.only {
+                Some(only) => {
+                    restricted = m
+                        .iter()
+                        .filter(|(n, _)| only.contains(*n))
+                        .map(|(n, node)| (n.clone(), node.clone()))
+                        .collect();
+                    &restricted
+                }
+                None => m,
+            },
             LinkDirObs::Missing { parent_exists: true } => {
                 self.act(OsStr::new(""), Op::MkdirLinkDir, Reason::Absent);
                 &empty

@@ -12,10 +12,12 @@ mod error;
 mod observe;
 mod ops;
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use linkfarm_core::{plan, Action, Farm, Plan};
+use linkfarm_core::{plan, plan_names, Action, Farm, LinkDirObs, Plan, TargetObs};
 
 pub use error::FsError;
 pub use observe::observe;
@@ -92,12 +94,18 @@ pub enum Mode {
 pub struct FarmFs {
     farm: Farm,
     anchor: Option<PathBuf>,
+    /// The target side as the last full observation saw it, for spot passes.
+    targets: Option<TargetObs>,
 }
 
 impl FarmFs {
     /// Wraps a validated farm.
     pub fn new(farm: Farm) -> Self {
-        FarmFs { farm, anchor: None }
+        FarmFs {
+            farm,
+            anchor: None,
+            targets: None,
+        }
     }
 
     /// The farm.
@@ -139,7 +147,40 @@ impl FarmFs {
     /// Observes the farm and plans at `now`. Read-only.
     pub fn plan(&mut self, adopt_after: Duration, now: SystemTime) -> Plan {
         let obs = observe::observe_farm(&self.farm, &mut self.anchor);
-        plan(&self.farm, &obs, now, adopt_after)
+        let p = plan(&self.farm, &obs, now, adopt_after);
+        self.targets = match obs.target {
+            t @ TargetObs::Present(_) => Some(t),
+            _ => None,
+        };
+        p
+    }
+
+    /// Plans a spot pass over `names` of `link_dir` only (the names an event reported), reading
+    /// just those names from disk and taking the target side from the last full observation.
+    /// `None` when there is no usable full observation: a full pass is needed. The caller must
+    /// call [`FarmFs::forget_targets`] when `target_dir` may have changed since that observation.
+    pub fn plan_names(
+        &mut self,
+        names: &BTreeSet<OsString>,
+        adopt_after: Duration,
+        now: SystemTime,
+    ) -> Option<Plan> {
+        let target = self.targets.take()?;
+        let obs = observe::observe_names(&self.farm, &mut self.anchor, target, names);
+        if !matches!(obs.link_dir, LinkDirObs::Present(_)) {
+            // link_dir itself is missing or refused: that is a full pass's business.
+            self.targets = Some(obs.target);
+            return None;
+        }
+        let p = plan_names(&self.farm, &obs, names, now, adopt_after);
+        self.targets = Some(obs.target);
+        Some(p)
+    }
+
+    /// Drops the target side kept for spot passes: the next [`FarmFs::plan_names`] returns `None`
+    /// until a full [`FarmFs::plan`] has looked at `target_dir` again.
+    pub fn forget_targets(&mut self) {
+        self.targets = None;
     }
 
     /// Applies `actions` (from [`FarmFs::plan`], possibly filtered) in order; returns each outcome

@@ -15,7 +15,8 @@ use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use linkfarm_core::{
-    desired_links, Child, Farm, LinkDirObs, Node, Observed, OnConflict, TargetKind, TargetObs,
+    desired_links, desired_links_among, Child, Farm, LinkDirObs, Node, Observed, OnConflict, TargetKind,
+    TargetObs,
 };
 
 use crate::parent_of;
@@ -170,6 +171,47 @@ pub(crate) fn observe_farm(farm: &Farm, anchor: &mut Option<PathBuf>) -> Observe
         }
         (TargetObs::Present(_), LinkDirOpen::Problem(p)) => p,
         _ => LinkDirObs::Present(BTreeMap::new()),
+    };
+    Observed { target, link_dir }
+}
+
+/// Observes only `names` of `link_dir` for a spot pass, with `target` (the target side of an
+/// earlier full observation) standing in for `target_dir`. The names are looked up one by one
+/// (`fstatat`, `readlinkat`), so the cost does not grow with the farm.
+pub(crate) fn observe_names(
+    farm: &Farm,
+    anchor: &mut Option<PathBuf>,
+    target: TargetObs,
+    names: &BTreeSet<OsString>,
+) -> Observed {
+    let desired = desired_links_among(farm, &target, names);
+    let link_dir = match open_link_dir(farm, anchor) {
+        LinkDirOpen::Open { dir, .. } => {
+            let walk: BTreeMap<&OsStr, &OsStr> = if farm.on_conflict == OnConflict::Keep {
+                BTreeMap::new()
+            } else {
+                desired
+                    .iter()
+                    .map(|d| (d.link.as_os_str(), d.target.as_os_str()))
+                    .collect()
+            };
+            // The target folder is only needed to walk a real folder at a link name.
+            let target_fd = if walk.is_empty() {
+                None
+            } else {
+                open_dir_path(&farm.target_dir).ok()
+            };
+            let wanted: BTreeSet<&OsStr> = desired.iter().map(|d| d.link.as_os_str()).collect();
+            let mut map = BTreeMap::new();
+            for name in names {
+                let fd = target_fd.as_ref().map(|f| f.as_fd());
+                if let Some(node) = observe_entry(farm, dir.as_fd(), name, None, &wanted, &walk, fd) {
+                    map.insert(name.clone(), node);
+                }
+            }
+            LinkDirObs::Present(map)
+        }
+        LinkDirOpen::Problem(p) => p,
     };
     Observed { target, link_dir }
 }

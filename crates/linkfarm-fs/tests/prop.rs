@@ -138,3 +138,64 @@ proptest! {
         prop_assert_eq!(leftovers, 0);
     }
 }
+
+/// A spot pass must decide exactly what a full pass decides for the names it was given, in any
+/// tree: it is only a faster way of planning, never a different one.
+fn assert_spot_is_restricted_full(
+    f: &mut FarmFs,
+    names: &std::collections::BTreeSet<std::ffi::OsString>,
+    adopt_after: std::time::Duration,
+) -> Result<(), TestCaseError> {
+    let at = now();
+    let full = f.plan(adopt_after, at);
+    let spot = f
+        .plan_names(names, adopt_after, at)
+        .expect("a full plan came first");
+    let expected: Vec<_> = full
+        .actions
+        .iter()
+        .filter(|a| names.contains(&a.link))
+        .cloned()
+        .collect();
+    prop_assert_eq!(&spot.actions, &expected, "names {:?}", names);
+    let full_only: Vec<String> = full
+        .findings
+        .iter()
+        .filter(|x| finding_link(x).is_some_and(|l| names.contains(l)))
+        .map(ToString::to_string)
+        .collect();
+    let spot_findings: Vec<String> = spot.findings.iter().map(ToString::to_string).collect();
+    prop_assert_eq!(spot_findings, full_only);
+    Ok(())
+}
+
+fn finding_link(f: &linkfarm_core::Finding) -> Option<&std::ffi::OsString> {
+    use linkfarm_core::Finding::*;
+    match f {
+        MissingTarget { link, .. } | Conflict { link, .. } | Pending { link, .. } => Some(link),
+        Degraded(_) | LinkDir(_) => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn spot_plan_is_the_full_plan_restricted(c in case(), mask in any::<u16>(), settled in any::<bool>()) {
+        let (t, mut f) = build(&c);
+        symlink(t.t("e0"), t.l(".linkfarm-tmp.e0.999")).unwrap();
+        let mut all: Vec<String> = (0..c.entries.len()).map(|i| format!("e{i}")).collect();
+        all.extend(["stale", "readme.txt", "nothing-here", ".linkfarm-tmp.e0.999", "other"].map(String::from));
+        let names: std::collections::BTreeSet<std::ffi::OsString> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| n.into())
+            .collect();
+        let adopt_after = if settled { SETTLED } else { LONG };
+        assert_spot_is_restricted_full(&mut f, &names, adopt_after)?;
+        // The same tree seen by a farm that links every target folder.
+        let mut glob = FarmFs::new(t.farm("\"*\"", &format!("    on_conflict: {}\n", c.policy)));
+        assert_spot_is_restricted_full(&mut glob, &names, adopt_after)?;
+    }
+}

@@ -2,12 +2,12 @@
 //! what a single pass cannot know: when to look again, which links failed (exponential backoff),
 //! which links another program keeps undoing (`flapping`), and the counters for the state file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use linkfarm_core::{Action, Farm, FarmState, Finding, Op};
+use linkfarm_core::{Action, Farm, FarmState, Finding, Op, Plan};
 use linkfarm_fs::{FarmFs, Outcome};
 use tracing::{debug, error, info, warn};
 
@@ -68,8 +68,11 @@ pub struct FarmRt {
     /// Polled at `poll_interval` (network filesystem or watch failure).
     pub(crate) poll: bool,
     pub(crate) next_poll: Option<Instant>,
-    /// Events said something changed.
+    /// Events said something changed that needs a full pass.
     pub(crate) dirty: bool,
+    /// Names in `link_dir` that events reported (created, deleted, renamed, changed): a spot
+    /// pass looks at just these.
+    pub(crate) names: BTreeSet<OsString>,
     /// When an unsettled entry settles or a held link may be retried.
     pub(crate) recheck: Option<Instant>,
     links: HashMap<OsString, LinkRt>,
@@ -87,6 +90,7 @@ impl FarmRt {
             poll: false,
             next_poll: None,
             dirty: true,
+            names: BTreeSet::new(),
             recheck: None,
             links: HashMap::new(),
             status,
@@ -104,54 +108,17 @@ impl FarmRt {
         [self.recheck, self.next_poll].into_iter().flatten().min()
     }
 
-    /// One pass: plan, apply what is not held back, repeat while the disk moved under us.
+    /// One full pass: plan, apply what is not held back, repeat while the disk moved under us.
     /// Returns whether the farm's status changed in a way `STATUS=` should show.
     pub fn pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> bool {
         self.dirty = false;
+        self.names.clear();
         self.status.passes += 1;
         let before = (self.status.state, self.status.links_ok, self.status.repairs);
-        let mut plan = self.fs.plan(adopt_after, SystemTime::now());
-        let mut last_error = None;
-        for _ in 0..ROUNDS {
-            let now = Instant::now();
-            let allowed: Vec<Action> = plan
-                .actions
-                .iter()
-                .filter(|a| !self.held(&a.link, now))
-                .cloned()
-                .collect();
-            if allowed.is_empty() {
-                break;
-            }
-            let (results, _writes) = self.fs.apply(&allowed);
-            let mut raced = false;
-            for r in &results {
-                match &r.outcome {
-                    Outcome::Done(extra) => self.done(&r.action, extra.as_deref()),
-                    Outcome::Raced(why) => {
-                        raced = true;
-                        debug!(farm = %self.farm().name, link = %lossy(&r.action.link), "{}: {why}", r.action);
-                    }
-                    Outcome::Rescued { to, why } => {
-                        raced = true;
-                        self.status.repairs += 1;
-                        warn!(
-                            farm = %self.farm().name, link = %lossy(&r.action.link), action = %"quarantine",
-                            reason = %"race", dest = %to.display(), "{why}: {}", to.display()
-                        );
-                    }
-                    Outcome::Failed(e) => {
-                        let msg = format!("{}: {e}", r.action);
-                        self.failed(&r.action, &msg);
-                        last_error = Some(msg);
-                    }
-                }
-            }
-            plan = self.fs.plan(adopt_after, SystemTime::now());
-            if !raced && results.iter().all(|r| !matches!(r.outcome, Outcome::Done(_))) {
-                break;
-            }
-        }
+        let plan = self.fs.plan(adopt_after, SystemTime::now());
+        let (plan, last_error) = self
+            .apply_rounds(plan, |fs| Some(fs.plan(adopt_after, SystemTime::now())))
+            .expect("a full plan is always made");
         debug!(farm = %self.farm().name, state = plan.state.as_str(), "pass");
         let now = Instant::now();
         self.expire(now);
@@ -190,6 +157,92 @@ impl FarmRt {
             self.next_poll = Some(now + poll_interval);
         }
         before != (self.status.state, self.status.links_ok, self.status.repairs)
+    }
+
+    /// A spot pass over the names events reported in `link_dir` (see [`FarmRt::names`]): only
+    /// those names are read and repaired, so a deleted link comes back in the same time whatever
+    /// the size of the farm. It stands in for a full pass only while the farm was converged and
+    /// the names end up converged too; anything else (a conflict, a pending folder, a failure, a
+    /// flapping link, no full observation yet) is followed by a full pass, which alone decides
+    /// the farm's state. Returns whether `STATUS=` should change, or `None` when the names
+    /// needed nothing (the usual case: the event was the echo of our own repair), which is not
+    /// worth a state file update.
+    pub fn spot_pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> Option<bool> {
+        let names = std::mem::take(&mut self.names);
+        if self.status.state != "converged" {
+            return Some(self.pass(adopt_after, poll_interval));
+        }
+        let Some(plan) = self.fs.plan_names(&names, adopt_after, SystemTime::now()) else {
+            return Some(self.pass(adopt_after, poll_interval));
+        };
+        if plan.actions.is_empty() && plan.findings.is_empty() {
+            return None;
+        }
+        self.status.passes += 1;
+        let repairs = self.status.repairs;
+        let r = self.apply_rounds(plan, |fs| fs.plan_names(&names, adopt_after, SystemTime::now()));
+        let now = Instant::now();
+        self.expire(now);
+        let clean = matches!(&r, Some((p, None)) if p.actions.is_empty() && p.findings.is_empty())
+            && self.links.values().all(|l| !l.flapping && l.hold_until.is_none());
+        if !clean {
+            return Some(self.pass(adopt_after, poll_interval) || self.status.repairs != repairs);
+        }
+        debug!(farm = %self.farm().name, names = names.len(), "spot pass");
+        self.status.last_pass = Some(SystemTime::now());
+        Some(self.status.repairs != repairs)
+    }
+
+    /// Applies `plan` in rounds: the actions not held back, then `replan` to see what came of
+    /// them, again while a race or a change calls for it. Returns the last plan and the last
+    /// error, or `None` when `replan` could not plan.
+    fn apply_rounds(
+        &mut self,
+        mut plan: Plan,
+        mut replan: impl FnMut(&mut FarmFs) -> Option<Plan>,
+    ) -> Option<(Plan, Option<String>)> {
+        let mut last_error = None;
+        for _ in 0..ROUNDS {
+            let now = Instant::now();
+            let allowed: Vec<Action> = plan
+                .actions
+                .iter()
+                .filter(|a| !self.held(&a.link, now))
+                .cloned()
+                .collect();
+            if allowed.is_empty() {
+                break;
+            }
+            let (results, _writes) = self.fs.apply(&allowed);
+            let mut raced = false;
+            for r in &results {
+                match &r.outcome {
+                    Outcome::Done(extra) => self.done(&r.action, extra.as_deref()),
+                    Outcome::Raced(why) => {
+                        raced = true;
+                        debug!(farm = %self.farm().name, link = %lossy(&r.action.link), "{}: {why}", r.action);
+                    }
+                    Outcome::Rescued { to, why } => {
+                        raced = true;
+                        self.status.repairs += 1;
+                        warn!(
+                            farm = %self.farm().name, link = %lossy(&r.action.link), action = %"quarantine",
+                            reason = %"race", dest = %to.display(), "{why}: {}", to.display()
+                        );
+                    }
+                    Outcome::Failed(e) => {
+                        let msg = format!("{}: {e}", r.action);
+                        self.failed(&r.action, &msg);
+                        last_error = Some(msg);
+                    }
+                }
+            }
+            plan = replan(&mut self.fs)?;
+            if !raced && results.iter().all(|r| !matches!(r.outcome, Outcome::Done(_))) {
+                break;
+            }
+        }
+        Some((plan, last_error))
     }
 
     fn held(&self, link: &OsString, now: Instant) -> bool {

@@ -193,7 +193,14 @@ impl Daemon {
             for f in &mut self.farms {
                 let farm = f.fs.farm();
                 let near = |dir: &Path| p == dir || p.parent() == Some(dir) || dir.starts_with(p);
-                if near(&farm.link_dir) || near(&farm.target_dir) {
+                if near(&farm.target_dir) {
+                    // Which links are desired may have changed: only a full pass knows.
+                    f.dirty = true;
+                } else if p.parent() == Some(farm.link_dir.as_path()) {
+                    if let Some(name) = p.file_name() {
+                        f.names.insert(name.to_owned());
+                    }
+                } else if near(&farm.link_dir) {
                     f.dirty = true;
                 }
             }
@@ -309,8 +316,9 @@ impl Daemon {
         }
     }
 
-    /// Runs a pass for every dirty or due farm (every farm when `full`). Returns whether a
-    /// farm's status changed.
+    /// Runs a full pass for every dirty or due farm (every farm when `full`), and a spot pass
+    /// for a farm that events only reported names in `link_dir` of. Returns whether a farm's
+    /// status changed.
     fn run_passes(&mut self, full: bool) -> bool {
         let now = Instant::now();
         let s = &self.config.settings;
@@ -323,6 +331,11 @@ impl Daemon {
             if full || f.dirty || due {
                 changed |= f.pass(s.adopt_after, s.poll_interval);
                 self.unpublished = true;
+            } else if !f.names.is_empty() {
+                if let Some(c) = f.spot_pass(s.adopt_after, s.poll_interval) {
+                    changed |= c;
+                    self.unpublished = true;
+                }
             }
             // A timer-driven pass (polling, backoff, settling) also re-checks the watches, so a
             // farm that lost its watches to a race gets them back without waiting for an event.
