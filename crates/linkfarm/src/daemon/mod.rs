@@ -28,6 +28,10 @@ use crate::load;
 use farm::{FarmRt, FarmStatus};
 use watch::{Msg, Watches};
 
+/// Events queued between the watcher thread and the loop; beyond this, they are replaced by one
+/// full pass (see [`Watches::new`]).
+const EVENT_QUEUE: usize = 8192;
+
 /// Everything the loop owns.
 struct Daemon {
     config_path: PathBuf,
@@ -49,7 +53,7 @@ struct Daemon {
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
 /// validated (start-up exits 78 before this on an invalid one).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     let watches = match Watches::new(tx) {
         Ok(w) => Some(w),
@@ -112,7 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 for m in msgs {
                     match m {
                         Msg::Rescan => {
-                            warn!("the inotify queue overflowed; running a full pass of every farm");
+                            warn!("the event queue overflowed; running a full pass of every farm");
                             full = true;
                         }
                         Msg::Event(ev) => reload |= d.mark(&ev),

@@ -10,7 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use notify::{Event, EventKind, INotifyWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
 use tracing::{error, info, warn};
 
 /// A message from the watcher thread.
@@ -52,7 +53,13 @@ impl Watches {
     /// Starts the watcher thread; its events go to `tx`. Access events (our own readdir opens
     /// among them) are dropped there, so they never wake the loop; only close-after-write is
     /// kept, because it says a file (the config) is completely written.
-    pub fn new(tx: UnboundedSender<Msg>) -> Result<Self, notify::Error> {
+    ///
+    /// `tx` is bounded: when the loop is behind (a long full pass while something writes a file
+    /// in a watched directory as fast as it can), further events are dropped and a single
+    /// [`Msg::Rescan`] is queued once there is room, exactly like the kernel's own queue
+    /// overflow. Memory stays bounded whatever the event rate; the full pass sees everything.
+    pub fn new(tx: Sender<Msg>) -> Result<Self, notify::Error> {
+        let mut overflowed = false;
         let watcher = INotifyWatcher::new(
             move |res: notify::Result<Event>| {
                 let msg = match res {
@@ -62,7 +69,15 @@ impl Watches {
                     Ok(ev) => Msg::Event(ev),
                     Err(e) => Msg::Error(explain(&e)),
                 };
-                let _ = tx.send(msg);
+                if overflowed {
+                    match tx.try_send(Msg::Rescan) {
+                        Ok(()) => overflowed = false,
+                        Err(_) => return,
+                    }
+                }
+                if let Err(TrySendError::Full(_)) = tx.try_send(msg) {
+                    overflowed = true;
+                }
             },
             notify::Config::default(),
         )?;
