@@ -47,6 +47,26 @@ pub(crate) fn is_symlink(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
 }
 
+/// The `getdents` type of what `st` describes.
+fn file_type(st: &FileStat) -> Option<Type> {
+    let k = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    Some(if k == SFlag::S_IFLNK {
+        Type::Symlink
+    } else if k == SFlag::S_IFDIR {
+        Type::Directory
+    } else if k == SFlag::S_IFREG {
+        Type::File
+    } else if k == SFlag::S_IFIFO {
+        Type::Fifo
+    } else if k == SFlag::S_IFSOCK {
+        Type::Socket
+    } else if k == SFlag::S_IFCHR {
+        Type::CharacterDevice
+    } else {
+        Type::BlockDevice
+    })
+}
+
 fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
@@ -185,8 +205,18 @@ pub(crate) fn observe_names(
     names: &BTreeSet<OsString>,
 ) -> Observed {
     let desired = desired_links_among(farm, &target, names);
-    let link_dir = match open_link_dir(farm, anchor) {
-        LinkDirOpen::Open { dir, .. } => {
+    // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here:
+    // the applier opens link_dir again with the full anchor check before it writes anything,
+    // and refuses (which sends the daemon to a full pass) if the path changed.
+    let opened = match open(&farm.link_dir, DIR_FLAGS, Mode::empty()) {
+        Ok(dir) => Ok(dir),
+        Err(_) => match open_link_dir(farm, anchor) {
+            LinkDirOpen::Open { dir, .. } => Ok(dir),
+            LinkDirOpen::Problem(p) => Err(p),
+        },
+    };
+    let link_dir = match opened {
+        Ok(dir) => {
             let walk: BTreeMap<&OsStr, &OsStr> = if farm.on_conflict == OnConflict::Keep {
                 BTreeMap::new()
             } else {
@@ -195,23 +225,26 @@ pub(crate) fn observe_names(
                     .map(|d| (d.link.as_os_str(), d.target.as_os_str()))
                     .collect()
             };
-            // The target folder is only needed to walk a real folder at a link name.
-            let target_fd = if walk.is_empty() {
-                None
-            } else {
-                open_dir_path(&farm.target_dir).ok()
-            };
             let wanted: BTreeSet<&OsStr> = desired.iter().map(|d| d.link.as_os_str()).collect();
+            // The target folder is only needed to walk a real folder at a link name.
+            let mut target_fd: Option<OwnedFd> = None;
             let mut map = BTreeMap::new();
             for name in names {
+                let ty = match lstat_at(dir.as_fd(), name) {
+                    Ok(st) => file_type(&st),
+                    Err(_) => continue,
+                };
+                if ty == Some(Type::Directory) && walk.contains_key(name.as_os_str()) && target_fd.is_none() {
+                    target_fd = open_dir_path(&farm.target_dir).ok();
+                }
                 let fd = target_fd.as_ref().map(|f| f.as_fd());
-                if let Some(node) = observe_entry(farm, dir.as_fd(), name, None, &wanted, &walk, fd) {
+                if let Some(node) = observe_entry(farm, dir.as_fd(), name, ty, &wanted, &walk, fd) {
                     map.insert(name.clone(), node);
                 }
             }
             LinkDirObs::Present(map)
         }
-        LinkDirOpen::Problem(p) => p,
+        Err(p) => p,
     };
     Observed { target, link_dir }
 }
