@@ -20,7 +20,6 @@ use futures_util::StreamExt;
 use libc::{SIGHUP, SIGINT, SIGTERM};
 use linkfarm_core::{Config, Watcher as WatcherSetting};
 use sd_notify::NotifyState;
-use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
@@ -28,9 +27,9 @@ use crate::load;
 use farm::{FarmRt, FarmStatus};
 use watch::{Msg, Watches};
 
-/// Events queued between the watcher thread and the loop; beyond this, they are replaced by one
-/// full pass (see [`Watches::new`]).
-const EVENT_QUEUE: usize = 8192;
+/// Events read in one go before the passes run: a flood cannot starve the passes (the kernel's
+/// own queue holds the rest, and reports an overflow if it fills).
+const MAX_BATCH: usize = 4096;
 
 /// Everything the loop owns.
 struct Daemon {
@@ -53,13 +52,12 @@ struct Daemon {
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
 /// validated (start-up exits 78 before this on an invalid one).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-    let watches = match Watches::new(tx) {
-        Ok(w) => Some(w),
+    let (watches, mut stream) = match Watches::new() {
+        Ok((w, s)) => (Some(w), Some(s)),
         Err(e) => {
             error!("cannot start the inotify watcher: {}", watch::explain(&e));
-            None
+            (None, None)
         }
     };
     let mut d = Daemon {
@@ -106,21 +104,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 Some(SIGHUP) => reload = true,
                 Some(_) | None => break,
             },
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                // Coalesce: everything already queued is handled by the same passes.
-                let mut msgs = vec![msg];
-                while let Ok(m) = rx.try_recv() {
-                    msgs.push(m);
-                }
-                for m in msgs {
-                    match m {
-                        Msg::Rescan => {
-                            warn!("the event queue overflowed; running a full pass of every farm");
-                            full = true;
+            batch = next_batch(stream.as_mut()) => {
+                for ev in batch {
+                    let msgs = match (ev, &mut d.watches) {
+                        (Ok(ev), Some(w)) => w.translate(&ev),
+                        (Ok(_), None) => Vec::new(),
+                        (Err(e), _) => {
+                            watch::log_error(&mut d.watcher_error, e.to_string());
+                            Vec::new()
                         }
-                        Msg::Event(ev) => reload |= d.mark(&ev),
-                        Msg::Error(e) => watch::log_error(&mut d.watcher_error, e),
+                    };
+                    for m in msgs {
+                        match m {
+                            Msg::Rescan => {
+                                warn!("the inotify queue overflowed; running a full pass of every farm");
+                                full = true;
+                            }
+                            Msg::Ended => d.rewatch = true,
+                            Msg::Change(path, kind) => reload |= d.mark(&path, kind),
+                        }
                     }
                 }
             }
@@ -146,6 +148,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     d.unpublished = true;
     d.publish();
     Ok(())
+}
+
+/// The next events: waits for one, then takes whatever else is already readable (up to
+/// [`MAX_BATCH`]), so that a burst is handled by one round of passes. Never completes without a
+/// watcher. Cancel-safe: the only await is the stream's `next`.
+async fn next_batch(stream: Option<&mut watch::Stream>) -> Vec<std::io::Result<inotify::EventOwned>> {
+    use futures_util::FutureExt;
+    let Some(s) = stream else {
+        return std::future::pending().await;
+    };
+    let Some(first) = s.next().await else {
+        return std::future::pending().await;
+    };
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match s.next().now_or_never() {
+            Some(Some(ev)) => batch.push(ev),
+            _ => break,
+        }
+    }
+    batch
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -184,52 +207,44 @@ impl Daemon {
     }
 
     /// Marks the farms that an event concerns; returns whether the config file is to be re-read.
-    fn mark(&mut self, ev: &notify::Event) -> bool {
-        let mut reload = false;
-        for p in &ev.paths {
-            if *p == self.config_path && watch::config_settled(&ev.kind) {
-                reload = true;
-            }
-            if watch::is_close_write(&ev.kind) {
-                // Only the config cares; for a farm the create or modify event already counted.
-                continue;
-            }
-            for f in &mut self.farms {
-                let farm = f.fs.farm();
-                let near = |dir: &Path| p == dir || p.parent() == Some(dir) || dir.starts_with(p);
-                if near(&farm.target_dir) {
-                    // Which links are desired may have changed: only a full pass knows.
-                    f.dirty = true;
-                } else if p.parent() == Some(farm.link_dir.as_path()) {
-                    if let Some(name) = p.file_name() {
-                        f.names.insert(name.to_owned());
-                    }
-                } else if near(&farm.link_dir) {
-                    f.dirty = true;
+    fn mark(&mut self, p: &Path, kind: watch::Kind) -> bool {
+        use watch::Kind;
+        let reload = p == self.config_path && watch::config_settled(kind);
+        if kind == Kind::Written {
+            // Only the config cares; for a farm the create event already counted.
+            return reload;
+        }
+        for f in &mut self.farms {
+            let farm = f.fs.farm();
+            let near = |dir: &Path| p == dir || p.parent() == Some(dir) || dir.starts_with(p);
+            if near(&farm.target_dir) {
+                // Which links are desired may have changed: only a full pass knows.
+                f.dirty = true;
+            } else if p.parent() == Some(farm.link_dir.as_path()) {
+                if let Some(name) = p.file_name() {
+                    f.names.insert(name.to_owned());
                 }
+            } else if near(&farm.link_dir) {
+                f.dirty = true;
             }
-            // A watched directory renamed or removed: its watch is gone or points elsewhere.
-            if let Some(w) = &mut self.watches {
-                use notify::event::ModifyKind;
-                let moved = matches!(
-                    ev.kind,
-                    notify::EventKind::Modify(ModifyKind::Name(_)) | notify::EventKind::Remove(_)
-                );
-                if moved && w.is_watched(p) {
-                    w.invalidate(p);
-                    self.rewatch = true;
-                }
+        }
+        // A watched directory renamed or removed: its watch follows the inode elsewhere or ends.
+        if let Some(w) = &mut self.watches {
+            let moved = matches!(kind, Kind::Renamed | Kind::Removed | Kind::SelfGone);
+            if moved && w.is_watched(p) {
+                w.invalidate(p);
+                self.rewatch = true;
             }
-            // A path that is (an ancestor of) a directory we watch only through an ancestor, or a
-            // watched directory itself (deleted, renamed): the watches must be looked at again.
-            if let Some(w) = &self.watches {
-                if self
-                    .wanted()
-                    .iter()
-                    .any(|d| d.starts_with(p) && (!w.is_watched(d) || d == p))
-                {
-                    self.rewatch = true;
-                }
+        }
+        // A path that is (an ancestor of) a directory we watch only through an ancestor, or a
+        // watched directory itself (deleted, renamed): the watches must be looked at again.
+        if let Some(w) = &self.watches {
+            if self
+                .wanted()
+                .iter()
+                .any(|d| d.starts_with(p) && (!w.is_watched(d) || d == p))
+            {
+                self.rewatch = true;
             }
         }
         reload

@@ -1,47 +1,93 @@
-//! inotify watches through notify: non-recursive, on each farm's `target_dir` and `link_dir` and
-//! on the config file's directory. A watched directory that disappears (or is replaced: inotify
-//! watches inodes, so a renamed directory would otherwise keep reporting under its old name) is
-//! replaced by a watch on its nearest existing ancestor until it comes back.
+//! inotify watches, non-recursive, on each farm's `target_dir` and `link_dir` and on the config
+//! file's directory, read by the loop itself. A watched directory that disappears (or is replaced:
+//! inotify watches inodes, so a renamed directory would otherwise keep reporting under its old
+//! name) is replaced by a watch on its nearest existing ancestor until it comes back.
 //!
-//! Events are only hints; this module never interprets them beyond "which paths moved".
+//! The inotify fd is read on the loop's own thread through the `inotify` crate's tokio stream,
+//! with a mask of exactly the events that can matter. (notify, which wraps the same crate, reads
+//! on a thread of its own and always asks for `IN_OPEN`: every repair then cost two thread
+//! wake-ups and 13 context switches instead of 3, and every directory listing by a client or by
+//! our own passes woke the daemon. `bench/costs` and `bench/latency` measure both.)
+//!
+//! Events are only hints; this module never interprets them beyond "what happened at which path".
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use notify::{Event, EventKind, INotifyWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
+use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
 use tracing::{error, info, warn};
 
-/// A message from the watcher thread.
+/// The events linkfarm asks for. Not `IN_OPEN`/`IN_ACCESS`/`IN_CLOSE_NOWRITE` (reading a
+/// directory changes nothing) and not `IN_MODIFY` (a file being written at a link name is seen
+/// when it is created and re-checked when it settles; a config file being written is read at
+/// `IN_CLOSE_WRITE`). `IN_DONT_FOLLOW`/`IN_ONLYDIR`: a path swapped for a symlink is not watched
+/// through it.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::ATTRIB
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK
+}
+
+/// The stream of raw events; the loop polls it.
+pub type Stream = EventStream<Vec<u8>>;
+
+/// What an event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An entry was created.
+    Created,
+    /// An entry was deleted.
+    Removed,
+    /// An entry was renamed away or onto this name.
+    Renamed,
+    /// Metadata (owner, mode, times) changed.
+    Changed,
+    /// A file was closed after writing.
+    Written,
+    /// The watched directory itself was deleted or moved.
+    SelfGone,
+}
+
+/// A translated event.
 #[derive(Debug)]
 pub enum Msg {
-    /// Something changed at these paths.
-    Event(Event),
+    /// Something happened at this path.
+    Change(PathBuf, Kind),
     /// The kernel dropped events (queue overflow): everything must be looked at.
     Rescan,
-    /// The watcher reported an error.
-    Error(String),
+    /// A watch ended (its directory was deleted, or it was removed): the watches need a look.
+    Ended,
 }
 
 /// The set of watches and what each one currently points at.
 pub struct Watches {
-    watcher: INotifyWatcher,
-    /// Path actually watched → (device, inode) when the watch was added.
-    current: BTreeMap<PathBuf, (u64, u64)>,
+    handle: inotify::Watches,
+    /// Path actually watched → (device, inode) when the watch was added, and its descriptor.
+    current: BTreeMap<PathBuf, ((u64, u64), WatchDescriptor)>,
+    /// Descriptor → the watched paths it serves (two paths can name one directory).
+    paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
     /// Paths that could not be watched, with the error (logged once).
     failed: BTreeMap<PathBuf, String>,
 }
 
-/// Why a watch could not be made, said so that an admin can fix it.
-pub fn explain(e: &notify::Error) -> String {
-    match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => "the inotify watch limit is reached: raise it with \
+/// Why a watch or the inotify instance could not be made, said so that an admin can fix it.
+pub fn explain(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "the inotify watch limit is reached: raise it with \
              `sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); \
              polling meanwhile"
             .into(),
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+        Some(libc::EMFILE) => {
             "too many inotify instances: raise `fs.inotify.max_user_instances` (sysctl); polling meanwhile"
                 .into()
         }
@@ -50,42 +96,61 @@ pub fn explain(e: &notify::Error) -> String {
 }
 
 impl Watches {
-    /// Starts the watcher thread; its events go to `tx`. Access events (our own readdir opens
-    /// among them) are dropped there, so they never wake the loop; only close-after-write is
-    /// kept, because it says a file (the config) is completely written.
-    ///
-    /// `tx` is bounded: when the loop is behind (a long full pass while something writes a file
-    /// in a watched directory as fast as it can), further events are dropped and a single
-    /// [`Msg::Rescan`] is queued once there is room, exactly like the kernel's own queue
-    /// overflow. Memory stays bounded whatever the event rate; the full pass sees everything.
-    pub fn new(tx: Sender<Msg>) -> Result<Self, notify::Error> {
-        let mut overflowed = false;
-        let watcher = INotifyWatcher::new(
-            move |res: notify::Result<Event>| {
-                let msg = match res {
-                    Ok(ev) if ev.need_rescan() => Msg::Rescan,
-                    Ok(ev) if is_close_write(&ev.kind) => Msg::Event(ev),
-                    Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
-                    Ok(ev) => Msg::Event(ev),
-                    Err(e) => Msg::Error(explain(&e)),
-                };
-                if overflowed {
-                    match tx.try_send(Msg::Rescan) {
-                        Ok(()) => overflowed = false,
-                        Err(_) => return,
+    /// Makes the inotify instance; its events come from the returned stream (a tokio stream on
+    /// the current runtime).
+    pub fn new() -> io::Result<(Self, Stream)> {
+        let stream = Inotify::init()?.into_event_stream(vec![0u8; 64 * 1024])?;
+        let w = Watches {
+            handle: stream.watches(),
+            current: BTreeMap::new(),
+            paths: HashMap::new(),
+            failed: BTreeMap::new(),
+        };
+        Ok((w, stream))
+    }
+
+    /// Translates one raw event into what it says about which paths.
+    pub fn translate(&mut self, ev: &inotify::EventOwned) -> Vec<Msg> {
+        if ev.mask.contains(EventMask::Q_OVERFLOW) {
+            return vec![Msg::Rescan];
+        }
+        if ev.mask.contains(EventMask::IGNORED) {
+            // The kernel ended the watch (its directory is gone, or we removed it).
+            if let Some(paths) = self.paths.remove(&ev.wd) {
+                for p in paths {
+                    if self.current.get(&p).is_some_and(|(_, wd)| *wd == ev.wd) {
+                        self.current.remove(&p);
                     }
                 }
-                if let Err(TrySendError::Full(_)) = tx.try_send(msg) {
-                    overflowed = true;
-                }
-            },
-            notify::Config::default(),
-        )?;
-        Ok(Watches {
-            watcher,
-            current: BTreeMap::new(),
-            failed: BTreeMap::new(),
-        })
+            }
+            return vec![Msg::Ended];
+        }
+        let kind = if ev.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+            Kind::SelfGone
+        } else if ev.mask.contains(EventMask::CREATE) {
+            Kind::Created
+        } else if ev.mask.contains(EventMask::DELETE) {
+            Kind::Removed
+        } else if ev.mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
+            Kind::Renamed
+        } else if ev.mask.contains(EventMask::CLOSE_WRITE) {
+            Kind::Written
+        } else {
+            Kind::Changed
+        };
+        let Some(bases) = self.paths.get(&ev.wd) else {
+            return Vec::new();
+        };
+        bases
+            .iter()
+            .map(|b| {
+                let path = match &ev.name {
+                    Some(n) => b.join(n),
+                    None => b.clone(),
+                };
+                Msg::Change(path, kind)
+            })
+            .collect()
     }
 
     /// Makes the watches match `wanted`: each wanted directory itself when it is there (a real
@@ -139,30 +204,32 @@ impl Watches {
         let stale: Vec<PathBuf> = self
             .current
             .iter()
-            .filter(|(p, id)| target.get(*p) != Some(id))
+            .filter(|(p, (id, _))| target.get(*p) != Some(id))
             .map(|(p, _)| p.clone())
             .collect();
         for p in stale {
-            // The watch may already be gone with its directory; that is fine.
-            let r = self.watcher.unwatch(&p);
-            tracing::debug!("unwatch {}: {r:?}", p.display());
-            self.current.remove(&p);
+            tracing::debug!("unwatch {}", p.display());
+            self.unwatch(&p);
         }
         let mut vanished = false;
         for (p, id) in &target {
             if self.current.contains_key(p) {
                 continue;
             }
-            match self.watcher.watch(p, RecursiveMode::NonRecursive) {
-                Ok(()) => {
+            match self.handle.add(p, mask()) {
+                Ok(wd) => {
                     tracing::debug!("watch {}", p.display());
                     added.push(p.clone());
                     if self.failed.remove(p).is_some() {
                         info!("watching {} again", p.display());
                     }
-                    self.current.insert(p.clone(), *id);
+                    let paths = self.paths.entry(wd.clone()).or_default();
+                    if !paths.contains(p) {
+                        paths.push(p.clone());
+                    }
+                    self.current.insert(p.clone(), (*id, wd));
                 }
-                Err(e) if is_gone(&e) => {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                     tracing::debug!("{} vanished before it could be watched", p.display());
                     vanished = true;
                 }
@@ -179,13 +246,26 @@ impl Watches {
         vanished
     }
 
-    /// Forgets the watch on `path` so the next [`Watches::ensure`] adds it again. notify drops a
-    /// watch by itself when a watched parent reports the directory renamed or removed, even when
-    /// it comes back at once (same inode): our record must not outlive it.
-    pub fn invalidate(&mut self, path: &Path) {
-        if self.current.remove(path).is_some() {
-            let _ = self.watcher.unwatch(path);
+    /// Stops watching `path` (the kernel watch ends once no other path shares it).
+    fn unwatch(&mut self, path: &Path) {
+        let Some((_, wd)) = self.current.remove(path) else {
+            return;
+        };
+        if let Some(paths) = self.paths.get_mut(&wd) {
+            paths.retain(|p| p != path);
+            if paths.is_empty() {
+                self.paths.remove(&wd);
+                // It may already be gone with its directory; that is fine.
+                let _ = self.handle.remove(wd);
+            }
         }
+    }
+
+    /// Forgets the watch on `path` so the next [`Watches::ensure`] adds it again: a watched
+    /// directory that was renamed or removed, whose watch now follows the inode elsewhere or is
+    /// about to end.
+    pub fn invalidate(&mut self, path: &Path) {
+        self.unwatch(path);
     }
 
     /// Whether `path` is one of the directories watched directly.
@@ -193,7 +273,7 @@ impl Watches {
         self.current.contains_key(path)
     }
 
-    /// Number of inotify watches held.
+    /// Number of directories watched.
     pub fn len(&self) -> usize {
         self.current.len()
     }
@@ -204,39 +284,17 @@ impl Watches {
     }
 }
 
-/// Whether a watch failed because the directory is gone (notify reports it either way).
-fn is_gone(e: &notify::Error) -> bool {
-    match &e.kind {
-        notify::ErrorKind::PathNotFound => true,
-        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
-        _ => false,
-    }
-}
-
-/// `IN_CLOSE_WRITE`: a writer closed the file.
-pub fn is_close_write(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write))
-    )
-}
-
-/// Whether an event on the config file means it is complete and should be read: closed after
-/// writing, renamed onto its name (an editor's atomic save) or removed. A write in progress
-/// (`IN_MODIFY` on a truncated file) is not: reading it then would log a bogus error.
-pub fn config_settled(kind: &EventKind) -> bool {
-    use notify::event::ModifyKind;
-    is_close_write(kind)
-        || matches!(
-            kind,
-            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_)
-        )
-}
-
 /// Logs a watcher error once per distinct message.
 pub fn log_error(last: &mut Option<String>, msg: String) {
     if last.as_deref() != Some(msg.as_str()) {
         warn!("watcher: {msg}");
         *last = Some(msg);
     }
+}
+
+/// Whether an event on the config file means it is complete and should be read: closed after
+/// writing, renamed onto its name (an editor's atomic save) or removed. A write in progress is
+/// not: reading it then would log a bogus error.
+pub fn config_settled(kind: Kind) -> bool {
+    matches!(kind, Kind::Written | Kind::Renamed | Kind::Removed)
 }
