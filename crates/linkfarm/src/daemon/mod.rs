@@ -240,8 +240,7 @@ impl Daemon {
         // watched directory itself (deleted, renamed): the watches must be looked at again.
         if let Some(w) = &self.watches {
             if self
-                .wanted()
-                .iter()
+                .wanted_paths()
                 .any(|d| d.starts_with(p) && (!w.is_watched(d) || d == p))
             {
                 self.rewatch = true;
@@ -250,16 +249,16 @@ impl Daemon {
         reload
     }
 
+    /// The directories to watch: each farm's two, and the config file's.
+    fn wanted_paths(&self) -> impl Iterator<Item = &Path> {
+        self.farms
+            .iter()
+            .flat_map(|f| [f.farm().target_dir.as_path(), f.farm().link_dir.as_path()])
+            .chain(self.config_path.parent())
+    }
+
     fn wanted(&self) -> BTreeSet<PathBuf> {
-        let mut w = BTreeSet::new();
-        for f in &self.farms {
-            w.insert(f.farm().target_dir.clone());
-            w.insert(f.farm().link_dir.clone());
-        }
-        if let Some(dir) = self.config_path.parent() {
-            w.insert(dir.to_owned());
-        }
-        w
+        self.wanted_paths().map(Path::to_owned).collect()
     }
 
     /// Passes, then watches, then passes again for the farms under a watch that was just added
