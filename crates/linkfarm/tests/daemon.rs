@@ -665,8 +665,8 @@ fn poll_watcher_runs_timed_passes() {
 }
 
 /// Regression (found by the chaos campaign): target_dir renamed away and straight back, inside a
-/// watched parent (here the config's directory). notify drops its watch on seeing the rename in
-/// the parent; the daemon must notice and watch it again, or later changes go unseen.
+/// watched parent (here the config's directory). The watch must be valid afterwards (notify,
+/// used then, dropped it on seeing the rename in the parent); later changes must not go unseen.
 #[test]
 fn target_dir_renamed_away_and_back_is_still_watched() {
     let t = Tree::new(&["a"]);
@@ -683,4 +683,43 @@ fn target_dir_renamed_away_and_back_is_still_watched() {
     wait_for("the rename was handled", || passes() > p0);
     fs::create_dir(t.t("new")).unwrap();
     wait_for("a new target after the rename is seen", || t.linked("new"));
+}
+
+/// Context switches of every thread of `pid`.
+fn context_switches_all_threads(pid: Pid) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Clients browsing the share list link_dir and the target folders all day; reading a directory
+/// changes nothing, so it must not wake the daemon (no IN_OPEN/IN_ACCESS in the watch mask).
+#[test]
+fn directory_listings_do_not_wake_the_daemon() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("\"*\"", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("start-up events handled", || {
+        let c0 = context_switches_all_threads(d.pid());
+        std::thread::sleep(Duration::from_millis(200));
+        context_switches_all_threads(d.pid()) == c0
+    });
+    let c0 = context_switches_all_threads(d.pid());
+    for _ in 0..500 {
+        for dir in [t.root().join("share/up"), t.root().join("models")] {
+            assert_eq!(fs::read_dir(dir).unwrap().count(), 2);
+        }
+        // Into a target folder, through its link, as a client opening it does.
+        assert_eq!(fs::read_dir(t.l("a")).unwrap().count(), 0);
+    }
+    let woke = context_switches_all_threads(d.pid()) - c0;
+    assert!(woke < 20, "1,500 directory listings woke the daemon {woke} times");
 }
