@@ -16,8 +16,8 @@ pub mod time;
 pub use config::{parse_config, ConfigError, Diagnostic, IdLookup};
 pub use observe::{Child, LinkDirObs, Node, Observed, TargetKind, TargetObs};
 pub use plan::{
-    desired_links, desired_links_among, plan, plan_names, Action, DesiredLink, FarmState, Finding, Op, Plan,
-    Reason,
+    desired_links, desired_links_among, desired_pairs, plan, plan_names, Action, DesiredLink, FarmState,
+    Finding, Op, Plan, Reason,
 };
 pub use spec::{Config, Entries, Entry, Farm, LinkStyle, OnConflict, Owner, Settings, Watcher};
 

@@ -37,11 +37,28 @@ pub fn desired_links(farm: &Farm, target: &TargetObs) -> Vec<DesiredLink> {
             .iter()
             .map(|e| mk(e.link.clone().into(), e.target.clone().into()))
             .collect(),
+        Entries::All { .. } => desired_pairs(farm, target)
+            .into_iter()
+            .map(|(link, target)| mk(link.to_owned(), target.to_owned()))
+            .collect(),
+    }
+}
+
+/// The `(link, target)` names of [`desired_links`], borrowed, without building link texts: what
+/// an observer needs to know which names matter.
+pub fn desired_pairs<'a>(farm: &'a Farm, target: &'a TargetObs) -> Vec<(&'a OsStr, &'a OsStr)> {
+    match &farm.entries {
+        Entries::List(list) => list
+            .iter()
+            .map(|e| (OsStr::new(e.link.as_str()), OsStr::new(e.target.as_str())))
+            .collect(),
         Entries::All { exclude, .. } => match target {
             TargetObs::Present(map) => map
                 .iter()
-                .filter(|(name, kind)| **kind == TargetKind::Dir && !exclude.is_match(Path::new(name)))
-                .map(|(name, _)| mk(name.clone(), name.clone()))
+                .filter(|(name, kind)| {
+                    **kind == TargetKind::Dir && (exclude.is_empty() || !exclude.is_match(Path::new(name)))
+                })
+                .map(|(name, _)| (name.as_os_str(), name.as_os_str()))
                 .collect(),
             _ => Vec::new(),
         },

@@ -15,7 +15,7 @@ use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use linkfarm_core::{
-    desired_links, desired_links_among, Child, Farm, LinkDirObs, Node, Observed, OnConflict, TargetKind,
+    desired_links_among, desired_pairs, Child, Farm, LinkDirObs, Node, Observed, OnConflict, TargetKind,
     TargetObs,
 };
 
@@ -168,19 +168,16 @@ pub fn observe(farm: &Farm) -> Observed {
 
 pub(crate) fn observe_farm(farm: &Farm, anchor: &mut Option<PathBuf>) -> Observed {
     let (target, target_fd) = observe_target(farm);
-    let desired = desired_links(farm, &target);
+    let desired = desired_pairs(farm, &target);
     let link_dir = match (&target, open_link_dir(farm, anchor)) {
         // A degraded farm changes nothing, so there is nothing to read on the link side either.
         (TargetObs::Present(_), LinkDirOpen::Open { dir, .. }) => {
             let walk: BTreeMap<&OsStr, &OsStr> = if farm.on_conflict == OnConflict::Keep {
                 BTreeMap::new()
             } else {
-                desired
-                    .iter()
-                    .map(|d| (d.link.as_os_str(), d.target.as_os_str()))
-                    .collect()
+                desired.iter().copied().collect()
             };
-            let names: BTreeSet<&OsStr> = desired.iter().map(|d| d.link.as_os_str()).collect();
+            let names: BTreeSet<&OsStr> = desired.iter().map(|d| d.0).collect();
             observe_links(
                 farm,
                 dir.as_fd(),
