@@ -211,15 +211,18 @@ impl<'a> Applier<'a> {
     }
 
     fn create(&mut self, link: &OsStr, text: &Path) -> R {
-        let path = self.link_path(link);
         self.writes += 1;
+        // The path is only spelled out for a message: not built for every link of a cold start.
         symlinkat(text, self.ld()?, link).map_err(|e| match e {
-            Errno::EEXIST => Step::Raced(format!("something appeared at {}", path.display())),
-            e => self.fail("symlink", path.clone(), e),
+            Errno::EEXIST => Step::Raced(format!(
+                "something appeared at {}",
+                self.link_path(link).display()
+            )),
+            e => self.fail("symlink", self.link_path(link), e),
         })?;
         if self.farm.owner.is_some() {
             let ld = self.ld_owned(link)?;
-            self.chown_link(ld.as_fd(), link, &path)?;
+            self.chown_link(ld.as_fd(), link, &self.link_path(link))?;
         }
         Ok(None)
     }

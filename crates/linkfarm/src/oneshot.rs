@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use linkfarm_core::{Config, FarmState};
+use linkfarm_core::{Config, FarmState, Plan};
 use linkfarm_fs::{FarmFs, Mode, Outcome, PassReport};
 use serde_json::json;
 
@@ -47,8 +47,32 @@ pub fn converge(fs: &mut FarmFs, config: &Config, mode: Mode) -> Vec<PassReport>
         if mode == Mode::DryRun || passes.len() >= MAX_PASSES || !(raced || changed) {
             break;
         }
-        // After changes, one more read-only look tells the true state; the loop stops there
-        // unless that look finds work (a race).
+        // After changes, the true state. When every action succeeded and the plan had nothing
+        // it could not act on, it is known without reading the farm again: each action was
+        // checked by its own syscall's result, and the planner only plans actions that
+        // converge. (At 10,000 links that second read was a third of `apply`.) Otherwise one
+        // more read-only look tells it; the loop stops there unless that look finds work.
+        let last = passes.last().expect("just pushed");
+        if last.plan.findings.is_empty()
+            && last.results.len() == last.plan.actions.len()
+            && last.results.iter().all(|x| matches!(x.outcome, Outcome::Done(_)))
+        {
+            let plan = Plan {
+                farm: last.plan.farm.clone(),
+                state: FarmState::Converged,
+                actions: Vec::new(),
+                findings: Vec::new(),
+                recheck_at: None,
+                links_total: last.plan.links_total,
+                links_ok: last.plan.links_total,
+            };
+            passes.push(PassReport {
+                plan,
+                results: Vec::new(),
+                writes: 0,
+            });
+            break;
+        }
         let look = fs.pass(config.settings.adopt_after, SystemTime::now(), Mode::DryRun);
         if look.plan.actions.is_empty() {
             passes.push(look);
