@@ -8,14 +8,14 @@ build_tools() {
     for t in lat_probe mini_daemon symlink_loop noop_loop; do gcc -O2 -o "$W/$t" "bench/$t.c"; done
 }
 
-# make_farm: N target folders in $W/models, the link dirs c, ln, tmpfiles (converged by the C
-# loop) and lf (by linkfarm, config $W/lf.yaml), and $W/tmpfiles.conf.
+# make_farm: N target folders in $W/models, the link dirs c, cs, ln, tmpfiles (converged by the
+# C loop) and lf (by linkfarm, config $W/lf.yaml), and $W/tmpfiles.conf.
 make_farm() {
     M=$W/models
     mkdir -p "$M"
     (cd "$M" && seq -f 'm%06g' 0 $((N - 1)) | xargs mkdir)
     local d
-    for d in c ln tmpfiles; do mkdir "$W/$d" && "$W/symlink_loop" "$M" "$W/$d" "$N"; done
+    for d in c cs ln tmpfiles; do mkdir "$W/$d" && "$W/symlink_loop" "$M" "$W/$d" "$N"; done
     mkdir "$W/lf"
     cat >"$W/lf.yaml" <<YAML
 version: 1
@@ -33,9 +33,9 @@ YAML
         awk -v w="$W" '{printf "L %s/tmpfiles/%s - - - - %s/models/%s\n", w, $1, w, $1}' >"$W/tmpfiles.conf"
 }
 
-PEER_NAMES=("minimal C inotify daemon (limit)" "inotifywait -m + ln -sfn"
-    "inotifywait -m + systemd-tmpfiles --create" "linkfarm run")
-PEER_DIRS=(c ln tmpfiles lf)
+PEER_NAMES=("minimal C inotify daemon (limit)" "the same C daemon with linkfarm's safety syscalls"
+    "inotifywait -m + ln -sfn" "inotifywait -m + systemd-tmpfiles --create" "linkfarm run")
+PEER_DIRS=(c cs ln tmpfiles lf)
 declare -A PGID
 
 # start_peers READY_NAME: starts every peer and waits until each repairs READY_NAME in its dir.
@@ -44,6 +44,7 @@ start_peers() {
     for i in "${!PEER_DIRS[@]}"; do
         case ${PEER_DIRS[$i]} in
         c) cmd="exec $W/mini_daemon $W/c $M" ;;
+        cs) cmd="exec $W/mini_daemon --safe $W/cs $M" ;;
         ln) cmd="inotifywait -m -q -e delete,moved_from --format %f $W/ln | while IFS= read -r n; do ln -sfn $M/\$n $W/ln/\$n; done" ;;
         tmpfiles) cmd="inotifywait -m -q -e delete,moved_from --format %f $W/tmpfiles | while IFS= read -r n; do systemd-tmpfiles --create $W/tmpfiles.conf; done" ;;
         lf) cmd="exec ${LF_WRAP:-} $LF -c $W/lf.yaml run" ;;

@@ -177,6 +177,26 @@ impl FarmFs {
         Some(p)
     }
 
+    /// Plans for `names` as if they were absent from `link_dir`, without reading them: what a
+    /// spot pass would do once an event has said they were deleted. Acting on it is safe only
+    /// because a link is created with `symlinkat` on the final name, which fails (a race, not
+    /// harm) if anything is there after all. `None` without a full observation to lean on.
+    pub fn plan_absent(
+        &mut self,
+        names: &BTreeSet<OsString>,
+        adopt_after: Duration,
+        now: SystemTime,
+    ) -> Option<Plan> {
+        let target = self.targets.take()?;
+        let obs = linkfarm_core::Observed {
+            target,
+            link_dir: LinkDirObs::Present(Default::default()),
+        };
+        let p = plan_names(&self.farm, &obs, names, now, adopt_after);
+        self.targets = Some(obs.target);
+        Some(p)
+    }
+
     /// Drops the target side kept for spot passes: the next [`FarmFs::plan_names`] returns `None`
     /// until a full [`FarmFs::plan`] has looked at `target_dir` again.
     pub fn forget_targets(&mut self) {

@@ -73,6 +73,8 @@ pub struct FarmRt {
     /// Names in `link_dir` that events reported (created, deleted, renamed, changed): a spot
     /// pass looks at just these.
     pub(crate) names: BTreeSet<OsString>,
+    /// Those of `names` that events reported deleted or renamed away.
+    pub(crate) gone: BTreeSet<OsString>,
     /// When an unsettled entry settles or a held link may be retried.
     pub(crate) recheck: Option<Instant>,
     links: HashMap<OsString, LinkRt>,
@@ -91,6 +93,7 @@ impl FarmRt {
             next_poll: None,
             dirty: true,
             names: BTreeSet::new(),
+            gone: BTreeSet::new(),
             recheck: None,
             links: HashMap::new(),
             status,
@@ -113,6 +116,7 @@ impl FarmRt {
     pub fn pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> bool {
         self.dirty = false;
         self.names.clear();
+        self.gone.clear();
         self.status.passes += 1;
         let before = (self.status.state, self.status.links_ok, self.status.repairs);
         let plan = self.fs.plan(adopt_after, SystemTime::now());
@@ -157,6 +161,43 @@ impl FarmRt {
             self.next_poll = Some(now + poll_interval);
         }
         before != (self.status.state, self.status.links_ok, self.status.repairs)
+    }
+
+    /// Re-creates at once the desired links that events reported deleted, before the spot pass
+    /// that looks at them: the planner decides on the names as if absent, and `symlinkat` on the
+    /// final name checks that they are (anything there makes it a race, left to the spot pass,
+    /// which also handles every failure). Only on a converged farm, never for a held link.
+    /// Returns whether a link was made.
+    pub fn recreate_gone(&mut self, adopt_after: Duration) -> bool {
+        let gone = std::mem::take(&mut self.gone);
+        if gone.is_empty() || self.status.state != "converged" {
+            return false;
+        }
+        let Some(plan) = self.fs.plan_absent(&gone, adopt_after, SystemTime::now()) else {
+            return false;
+        };
+        let now = Instant::now();
+        let creates: Vec<Action> = plan
+            .actions
+            .into_iter()
+            .filter(|a| matches!(a.op, Op::Create { .. }) && !self.held(&a.link, now))
+            .collect();
+        if creates.is_empty() || !plan.findings.is_empty() {
+            return false;
+        }
+        let (results, _writes) = self.fs.apply(&creates);
+        let mut made = false;
+        for r in &results {
+            if let Outcome::Done(extra) = &r.outcome {
+                self.done(&r.action, extra.as_deref());
+                made = true;
+            }
+        }
+        if made {
+            self.status.passes += 1;
+            self.status.last_pass = Some(SystemTime::now());
+        }
+        made
     }
 
     /// A spot pass over the names events reported in `link_dir` (see [`FarmRt::names`]): only

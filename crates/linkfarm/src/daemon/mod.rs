@@ -223,6 +223,9 @@ impl Daemon {
             } else if p.parent() == Some(farm.link_dir.as_path()) {
                 if let Some(name) = p.file_name() {
                     f.names.insert(name.to_owned());
+                    if matches!(kind, Kind::Removed | Kind::Renamed) {
+                        f.gone.insert(name.to_owned());
+                    }
                 }
             } else if near(&farm.link_dir) {
                 f.dirty = true;
@@ -350,6 +353,10 @@ impl Daemon {
                 changed |= f.pass(s.adopt_after, s.poll_interval);
                 self.unpublished = true;
             } else if !f.names.is_empty() {
+                if f.recreate_gone(s.adopt_after) {
+                    changed = true;
+                    self.unpublished = true;
+                }
                 if let Some(c) = f.spot_pass(s.adopt_after, s.poll_interval) {
                     changed |= c;
                     self.unpublished = true;
