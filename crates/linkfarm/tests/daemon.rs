@@ -723,3 +723,50 @@ fn directory_listings_do_not_wake_the_daemon() {
     let woke = context_switches_all_threads(d.pid()) - c0;
     assert!(woke < 20, "1,500 directory listings woke the daemon {woke} times");
 }
+
+/// Hostile: a client deletes a link and at once puts a file of its own at that name, again and
+/// again, each time on a converged farm. The daemon re-creates a deleted link straight away
+/// (without looking first), which is safe only because `symlinkat` refuses a taken name: every
+/// file must stay where the client put it, whole, and no link may take its place.
+#[test]
+fn a_file_put_where_a_link_was_deleted_is_never_replaced() {
+    // One name per round: a link repaired again and again would be backed off as flapping.
+    let names: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let t = Tree::new(&refs);
+    t.write_config("\"*\"", "", "  adopt_after: 1h\n");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let (mut kept, mut lost_race) = (0, 0);
+    for n in &names {
+        wait_for("converged", || {
+            names.iter().all(|n| t.linked(n)) && farm_state(&t) == "converged"
+        });
+        fs::remove_file(t.l(n)).unwrap();
+        let data = format!("client data for {n}");
+        match fs::write(t.l(n), &data) {
+            Ok(()) => {
+                kept += 1;
+                // Pending adoption for an hour: the file stays, whole, and no link replaces it.
+                wait_for("the daemon saw the file", || farm_state(&t) == "drift");
+                assert!(fs::symlink_metadata(t.l(n)).unwrap().is_file(), "{n}");
+                assert_eq!(fs::read_to_string(t.l(n)).unwrap(), data, "{n}");
+                fs::remove_file(t.l(n)).unwrap();
+            }
+            // The daemon was first: the write went through the new link into the target folder,
+            // a directory, and failed. Nothing was there to lose.
+            Err(_) => {
+                lost_race += 1;
+                assert!(t.linked(n), "{n}");
+            }
+        }
+    }
+    eprintln!("client first {kept} times, daemon first {lost_race} times");
+    for n in &names {
+        assert_eq!(
+            fs::read_dir(t.t(n)).unwrap().count(),
+            0,
+            "nothing was written into {n}"
+        );
+    }
+}
