@@ -157,8 +157,9 @@ impl FarmFs {
 
     /// Plans a spot pass over `names` of `link_dir` only (the names an event reported), reading
     /// just those names from disk and taking the target side from the last full observation.
-    /// `None` when there is no usable full observation: a full pass is needed. The caller must
-    /// call [`FarmFs::forget_targets`] when `target_dir` may have changed since that observation.
+    /// `None` when there is no usable full observation: a full pass is needed. When `target_dir`
+    /// may have changed since that observation, the caller must plan a full pass first (the
+    /// daemon does, for any event on `target_dir`) or call [`FarmFs::forget_targets`].
     pub fn plan_names(
         &mut self,
         names: &BTreeSet<OsString>,
