@@ -200,7 +200,7 @@ impl FarmRt {
         made
     }
 
-    /// A spot pass over the names events reported in `link_dir` (see [`FarmRt::names`]): only
+    /// A spot pass over the names events reported in `link_dir` (`FarmRt::names`): only
     /// those names are read and repaired, so a deleted link comes back in the same time whatever
     /// the size of the farm. It stands in for a full pass only while the farm was converged and
     /// the names end up converged too; anything else (a conflict, a pending folder, a failure, a
