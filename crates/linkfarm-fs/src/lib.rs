@@ -159,7 +159,7 @@ impl FarmFs {
     /// just those names from disk and taking the target side from the last full observation.
     /// `None` when there is no usable full observation: a full pass is needed. When `target_dir`
     /// may have changed since that observation, the caller must plan a full pass first (the
-    /// daemon does, for any event on `target_dir`) or call [`FarmFs::forget_targets`].
+    /// daemon does, for any event on `target_dir`).
     pub fn plan_names(
         &mut self,
         names: &BTreeSet<OsString>,
@@ -196,12 +196,6 @@ impl FarmFs {
         let p = plan_names(&self.farm, &obs, names, now, adopt_after);
         self.targets = Some(obs.target);
         Some(p)
-    }
-
-    /// Drops the target side kept for spot passes: the next [`FarmFs::plan_names`] returns `None`
-    /// until a full [`FarmFs::plan`] has looked at `target_dir` again.
-    pub fn forget_targets(&mut self) {
-        self.targets = None;
     }
 
     /// Applies `actions` (from [`FarmFs::plan`], possibly filtered) in order; returns each outcome

@@ -6,7 +6,7 @@
 //! The inotify fd is read on the loop's own thread through the `inotify` crate's tokio stream,
 //! with a mask of exactly the events that can matter. (notify, which wraps the same crate, reads
 //! on a thread of its own and always asks for `IN_OPEN`: every repair then cost two thread
-//! wake-ups and 13 context switches instead of 3, and every directory listing by a client or by
+//! wake-ups and 13 context switches instead of 2, and every directory listing by a client or by
 //! our own passes woke the daemon. `bench/costs` and `bench/latency` measure both.)
 //!
 //! Events are only hints; this module never interprets them beyond "what happened at which path".
