@@ -1,6 +1,6 @@
 # Shared by the bench scripts: tools, a farm of N target folders, and the peers that keep a link
 # dir of it converged (each in its own process group, so its whole cost can be read).
-# Needs: W (work dir), S (a tmpfs dir for linkfarm's state file), N.
+# Needs: W (work dir), S (a tmpfs dir for linkfarm's state file); make_farm also N.
 
 build_tools() {
     [[ -n ${LF:-} ]] || { cargo build --release -q -p linkfarm; LF=$PWD/target/release/linkfarm; }

@@ -166,16 +166,11 @@ impl FarmFs {
         adopt_after: Duration,
         now: SystemTime,
     ) -> Option<Plan> {
-        let target = self.targets.take()?;
-        let obs = observe::observe_names(&self.farm, &mut self.anchor, target, names);
-        if !matches!(obs.link_dir, LinkDirObs::Present(_)) {
-            // link_dir itself is missing or refused: that is a full pass's business.
-            self.targets = Some(obs.target);
-            return None;
-        }
-        let p = plan_names(&self.farm, &obs, names, now, adopt_after);
-        self.targets = Some(obs.target);
-        Some(p)
+        let target = self.targets.as_ref()?;
+        let link_dir = observe::observe_names(&self.farm, &mut self.anchor, target, names);
+        // link_dir itself missing or refused is a full pass's business.
+        matches!(link_dir, LinkDirObs::Present(_))
+            .then(|| self.plan_with_targets(link_dir, names, adopt_after, now))
     }
 
     /// Plans for `names` as if they were absent from `link_dir`, without reading them: what a
@@ -188,14 +183,25 @@ impl FarmFs {
         adopt_after: Duration,
         now: SystemTime,
     ) -> Option<Plan> {
-        let target = self.targets.take()?;
-        let obs = linkfarm_core::Observed {
-            target,
-            link_dir: LinkDirObs::Present(Default::default()),
-        };
+        self.targets.as_ref()?;
+        let empty = LinkDirObs::Present(Default::default());
+        Some(self.plan_with_targets(empty, names, adopt_after, now))
+    }
+
+    /// Plans `names` with `link_dir` as given and the target side of the last full observation
+    /// (which the caller has checked is there).
+    fn plan_with_targets(
+        &mut self,
+        link_dir: LinkDirObs,
+        names: &BTreeSet<OsString>,
+        adopt_after: Duration,
+        now: SystemTime,
+    ) -> Plan {
+        let target = self.targets.take().expect("checked by the caller");
+        let obs = linkfarm_core::Observed { target, link_dir };
         let p = plan_names(&self.farm, &obs, names, now, adopt_after);
         self.targets = Some(obs.target);
-        Some(p)
+        p
     }
 
     /// Applies `actions` (from [`FarmFs::plan`], possibly filtered) in order; returns each outcome

@@ -192,16 +192,16 @@ pub(crate) fn observe_farm(farm: &Farm, anchor: &mut Option<PathBuf>) -> Observe
     Observed { target, link_dir }
 }
 
-/// Observes only `names` of `link_dir` for a spot pass, with `target` (the target side of an
-/// earlier full observation) standing in for `target_dir`. The names are looked up one by one
+/// Observes only `names` of `link_dir` for a spot pass; `target` (the target side of an earlier
+/// full observation) says which of them are desired. The names are looked up one by one
 /// (`fstatat`, `readlinkat`), so the cost does not grow with the farm.
 pub(crate) fn observe_names(
     farm: &Farm,
     anchor: &mut Option<PathBuf>,
-    target: TargetObs,
+    target: &TargetObs,
     names: &BTreeSet<OsString>,
-) -> Observed {
-    let desired = desired_links_among(farm, &target, names);
+) -> LinkDirObs {
+    let desired = desired_links_among(farm, target, names);
     // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here:
     // the applier opens link_dir again with the full anchor check before it writes anything,
     // and refuses (which sends the daemon to a full pass) if the path changed.
@@ -243,7 +243,7 @@ pub(crate) fn observe_names(
         }
         Err(p) => p,
     };
-    Observed { target, link_dir }
+    link_dir
 }
 
 fn observe_target(farm: &Farm) -> (TargetObs, Option<OwnedFd>) {

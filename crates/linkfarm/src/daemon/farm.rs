@@ -176,13 +176,18 @@ impl FarmRt {
         let Some(plan) = self.fs.plan_absent(&gone, adopt_after, SystemTime::now()) else {
             return false;
         };
+        // Only plain creates: anything else the planner wants first (a target folder to make)
+        // or cannot do is the spot pass's business.
+        if !plan.findings.is_empty() || plan.actions.iter().any(|a| !matches!(a.op, Op::Create { .. })) {
+            return false;
+        }
         let now = Instant::now();
         let creates: Vec<Action> = plan
             .actions
             .into_iter()
-            .filter(|a| matches!(a.op, Op::Create { .. }) && !self.held(&a.link, now))
+            .filter(|a| !self.held(&a.link, now))
             .collect();
-        if creates.is_empty() || !plan.findings.is_empty() {
+        if creates.is_empty() {
             return false;
         }
         let (results, _writes) = self.fs.apply(&creates);
