@@ -5,7 +5,7 @@
 build_tools() {
     [[ -n ${LF:-} ]] || { cargo build --release -q -p linkfarm; LF=$PWD/target/release/linkfarm; }
     local t
-    for t in lat_probe mini_daemon symlink_loop noop_loop; do gcc -O2 -o "$W/$t" "bench/$t.c"; done
+    for t in lat_probe mini_daemon symlink_loop symlinkat_loop noop_loop noopat_loop; do gcc -O2 -o "$W/$t" "bench/$t.c"; done
 }
 
 # make_farm: N target folders in $W/models, the link dirs c, cs, ln, tmpfiles (converged by the
