@@ -211,9 +211,10 @@ impl<'a> Applier<'a> {
     }
 
     fn create(&mut self, link: &OsStr, text: &Path) -> R {
-        self.writes += 1;
         // The path is only spelled out for a message: not built for every link of a cold start.
-        symlinkat(text, self.ld()?, link).map_err(|e| match e {
+        let made = symlinkat(text, self.ld()?, link);
+        self.writes += 1;
+        made.map_err(|e| match e {
             Errno::EEXIST => Step::Raced(format!(
                 "something appeared at {}",
                 self.link_path(link).display()

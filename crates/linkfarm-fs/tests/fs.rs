@@ -358,6 +358,46 @@ fn a_path_component_turning_into_a_symlink_after_start_up_is_refused() {
     assert_eq!(fs::read_dir(evil.path().join("up")).unwrap().count(), 0);
 }
 
+/// The spot pass reads link_dir through a plain path open (reads only); the writes that follow
+/// must still refuse a path whose component turned into a symlink, for a name planned from the
+/// disk (`plan_names`) as for one planned as deleted (`plan_absent`).
+#[test]
+fn spot_pass_through_a_path_component_turned_symlink_writes_nothing() {
+    let t = Tree::new(&["a", "b"]);
+    let deep = t.root().join("share/user");
+    fs::create_dir_all(&deep).unwrap();
+    let text = "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: [a, b]\n";
+    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
+        .unwrap()
+        .farms
+        .remove(0);
+    let mut f = FarmFs::new(farm);
+    apply(&mut f, SETTLED);
+    let evil = tempfile::tempdir().unwrap();
+    fs::create_dir(evil.path().join("up")).unwrap();
+    fs::rename(&deep, t.root().join("share/user.moved")).unwrap();
+    symlink(evil.path(), &deep).unwrap();
+    let names: std::collections::BTreeSet<std::ffi::OsString> = ["a".into(), "b".into()].into();
+    let seen = f
+        .plan_names(&names, SETTLED, now())
+        .expect("a full plan came first");
+    assert_eq!(
+        seen.actions.len(),
+        2,
+        "through the symlink both links look missing: {seen:#?}"
+    );
+    let absent = f.plan_absent(&names, SETTLED, now()).unwrap();
+    for plan in [seen, absent] {
+        let (results, writes) = f.apply(&plan.actions);
+        assert!(
+            results.iter().all(|r| matches!(r.outcome, Outcome::Failed(_))),
+            "{results:#?}"
+        );
+        assert_eq!(writes, 0);
+    }
+    assert_eq!(fs::read_dir(evil.path().join("up")).unwrap().count(), 0);
+}
+
 #[test]
 fn wrong_link_that_becomes_an_uploaded_file_before_the_replace_survives() {
     let t = Tree::new(&["a", "b"]);
