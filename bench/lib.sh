@@ -56,9 +56,26 @@ start_peers() {
     done
 }
 
+# stop_peers: SIGTERM to every peer's process group, then waits (10 s, then SIGKILL) until no
+# process of any group is left: a peer still running would re-create links while the caller's
+# `rm -rf` empties its dir, and the rm fails with "Directory not empty".
 stop_peers() {
     local p
     for p in "${PGID[@]}"; do kill -- -"$p" 2>/dev/null || true; done
+    for p in "${PGID[@]}"; do wait_group_gone "$p"; done
+}
+
+# wait_group_gone PGID: polls until the process group is empty; SIGKILL after 10 s.
+wait_group_gone() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        pgrep -g "$1" >/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
+        sleep 0.05
+    done
+    kill -KILL -- -"$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for ((i = 0; i < 200; i++)); do pgrep -g "$1" >/dev/null || return 0; sleep 0.05; done
+    echo "peer group $1 outlived SIGKILL" >&2
 }
 
 # cost PGID: "cpu_ns ctx_switches voluntary rss_kib peak_kib processes" summed over every thread
