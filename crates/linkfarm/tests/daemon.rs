@@ -364,6 +364,47 @@ fn queue_overflow_triggers_a_full_pass() {
     d.wait_logged("overflowed");
 }
 
+/// 3,000 deletions of stray files, queued while the daemon is stopped, are 96 KiB of events:
+/// more than one read of its 64 KiB buffer. The deletion of a link queued after them must still
+/// be seen, though nothing else happens afterwards (the stray files need no action, so no echo
+/// of a repair wakes the loop, and there is no resync timer): the loop must read until the
+/// kernel's queue is empty, never drop readiness while events are left.
+#[test]
+fn a_burst_larger_than_one_read_is_read_whole() {
+    let t = Tree::new(&["a"]);
+    // The state file out of the watched config directory, so that writing it wakes nothing.
+    let text = t
+        .config_text("[a]", "", "")
+        .replace("state_file: state.json", "state_file: run/state.json");
+    fs::write(t.cfg(), text).unwrap();
+    let noise: Vec<PathBuf> = (0..3000).map(|i| t.l(&format!("n{i:05}"))).collect();
+    for n in &noise {
+        fs::write(n, "").unwrap();
+    }
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    assert!(t.linked("a"));
+    d.signal(Signal::SIGSTOP);
+    // kill() returns before the daemon has stopped: every event must queue up behind the stop.
+    let stat = format!("/proc/{}/stat", d.pid());
+    wait_for("the daemon stopped", || {
+        fs::read_to_string(&stat).is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('T')))
+    });
+    for n in &noise {
+        fs::remove_file(n).unwrap();
+    }
+    fs::remove_file(t.l("a")).unwrap();
+    d.signal(Signal::SIGCONT);
+    wait_for("the link deleted after 3000 other events restored", || {
+        t.linked("a")
+    });
+    assert!(
+        !d.messages().iter().any(|(_, m)| m.contains("overflowed")),
+        "the queue held it all"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
 #[test]
 fn reload_by_sighup_and_by_atomic_rename() {
     let t = Tree::new(&["a", "b", "c"]);

@@ -105,14 +105,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 Some(_) | None => break,
             },
             batch = next_batch(stream.as_mut()) => {
+                let batch = batch.unwrap_or_else(|e| {
+                    watch::log_error(&mut d.watcher_error, format!("reading events: {e}"));
+                    Vec::new()
+                });
                 for ev in batch {
-                    let msgs = match (ev, &mut d.watches) {
-                        (Ok(ev), Some(w)) => w.translate(&ev),
-                        (Ok(_), None) => Vec::new(),
-                        (Err(e), _) => {
-                            watch::log_error(&mut d.watcher_error, e.to_string());
-                            Vec::new()
-                        }
+                    let msgs = match &mut d.watches {
+                        Some(w) => w.translate(&ev),
+                        None => Vec::new(),
                     };
                     for m in msgs {
                         match m {
@@ -150,25 +150,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// The next events: waits for one, then takes whatever else is already readable (up to
-/// [`MAX_BATCH`]), so that a burst is handled by one round of passes. Never completes without a
-/// watcher. Cancel-safe: the only await is the stream's `next`.
-async fn next_batch(stream: Option<&mut watch::Stream>) -> Vec<std::io::Result<inotify::EventOwned>> {
-    use futures_util::FutureExt;
-    let Some(s) = stream else {
-        return std::future::pending().await;
-    };
-    let Some(first) = s.next().await else {
-        return std::future::pending().await;
-    };
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match s.next().now_or_never() {
-            Some(Some(ev)) => batch.push(ev),
-            _ => break,
-        }
+/// The next events (up to [`MAX_BATCH`]), so that a burst is handled by one round of passes.
+/// Never completes without a watcher. Cancel-safe.
+async fn next_batch(stream: Option<&mut watch::Stream>) -> std::io::Result<Vec<inotify::EventOwned>> {
+    match stream {
+        Some(s) => s.next_batch(MAX_BATCH).await,
+        None => std::future::pending().await,
     }
-    batch
 }
 
 fn notify(states: &[NotifyState<'_>]) {

@@ -3,8 +3,8 @@
 //! inotify watches inodes, so a renamed directory would otherwise keep reporting under its old
 //! name) is replaced by a watch on its nearest existing ancestor until it comes back.
 //!
-//! The inotify fd is read on the loop's own thread through the `inotify` crate's tokio stream,
-//! with a mask of exactly the events that can matter. (notify, which wraps the same crate, reads
+//! The inotify fd is read on the loop's own thread (a tokio `AsyncFd`), with a mask of exactly
+//! the events that can matter. (notify, which wraps the same crate, reads
 //! on a thread of its own and always asks for `IN_OPEN`: every repair then cost two thread
 //! wake-ups and 13 context switches instead of 2, and every directory listing by a client or by
 //! our own passes woke the daemon. `bench/costs` and `bench/latency` measure both.)
@@ -16,7 +16,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor, WatchMask};
+use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
 /// The events linkfarm asks for. Not `IN_OPEN`/`IN_ACCESS`/`IN_CLOSE_NOWRITE` (reading a
@@ -38,8 +39,53 @@ fn mask() -> WatchMask {
         | WatchMask::EXCL_UNLINK
 }
 
-/// The stream of raw events; the loop polls it.
-pub type Stream = EventStream<Vec<u8>>;
+/// The inotify fd's raw events, read on the loop's thread.
+pub struct Stream {
+    fd: AsyncFd<Inotify>,
+    buf: Vec<u8>,
+}
+
+/// The read buffer: room for at least 2,000 events with names, whatever the kernel has queued.
+const BUF: usize = 64 * 1024;
+
+/// The room one event can take (header and the longest name): a read that left less than this
+/// free in the buffer may have left events in the queue.
+const EVENT_MAX: usize = 16 + 256;
+
+impl Stream {
+    /// Waits until events can be read, then reads what the kernel has queued, up to `max`
+    /// events. It reads again only while a read filled the buffer: the kernel hands over every
+    /// queued event that fits, so a read with room to spare emptied the queue. The `read` that
+    /// would find the queue empty (`EAGAIN`) is left for the next call, after the caller has
+    /// acted on these events: the repair of a deleted link does not wait behind it.
+    /// Cancel-safe: the only await comes before any read.
+    pub async fn next_batch(&mut self, max: usize) -> io::Result<Vec<EventOwned>> {
+        let Stream { fd, buf } = self;
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let mut batch = Vec::new();
+            loop {
+                match guard.try_io(|fd| {
+                    let events = fd.get_mut().read_events(buf)?;
+                    let mut used = 0;
+                    for ev in events {
+                        used += 16 + ev.name.map_or(0, |n| n.len() + 1);
+                        batch.push(ev.to_owned());
+                    }
+                    Ok(used)
+                }) {
+                    Ok(Ok(used)) if used + EVENT_MAX > BUF && batch.len() < max => continue,
+                    Ok(Ok(_)) => return Ok(batch),
+                    Ok(Err(e)) if batch.is_empty() => return Err(e),
+                    Ok(Err(_)) => return Ok(batch),
+                    // Readiness was stale (EAGAIN): tokio has cleared it; wait again.
+                    Err(_would_block) if batch.is_empty() => break,
+                    Err(_would_block) => return Ok(batch),
+                }
+            }
+        }
+    }
+}
 
 /// What an event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +145,20 @@ impl Watches {
     /// Makes the inotify instance; its events come from the returned stream (a tokio stream on
     /// the current runtime).
     pub fn new() -> io::Result<(Self, Stream)> {
-        let stream = Inotify::init()?.into_event_stream(vec![0u8; 64 * 1024])?;
+        let inotify = Inotify::init()?;
+        let handle = inotify.watches();
+        // `AsyncFd::new` is deprecated in favour of the `unsafe` `register` (tokio#8587: the
+        // fd must stay open and the same while registered), and this crate forbids unsafe code.
+        // It holds here: the `Inotify` moved into the `AsyncFd` owns its fd and never changes
+        // it. The `inotify` crate's own tokio stream registers its fd in just this way.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(inotify)?;
+        let stream = Stream {
+            fd,
+            buf: vec![0u8; BUF],
+        };
         let w = Watches {
-            handle: stream.watches(),
+            handle,
             current: BTreeMap::new(),
             paths: HashMap::new(),
             failed: BTreeMap::new(),
