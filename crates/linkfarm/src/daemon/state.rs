@@ -48,17 +48,21 @@ pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_e
 /// Replaces `path` atomically with `value` (temp file in the same directory, then rename).
 pub fn write(path: &Path, value: &Value) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(value)
-            .expect("plain JSON")
-            .as_bytes(),
-    )?;
-    f.write_all(b"\n")?;
+    // The directory is made only when it is missing (the first write, or someone removed it):
+    // this runs after every pass that changed something.
+    let mut f = match std::fs::File::create(&tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::File::create(&tmp)?
+        }
+        r => r?,
+    };
+    let mut text = serde_json::to_string_pretty(value).expect("plain JSON");
+    text.push('\n');
+    f.write_all(text.as_bytes())?;
     drop(f);
     std::fs::rename(&tmp, path)
 }
@@ -151,5 +155,32 @@ pub fn status(state_file: &Path, json_out: bool) -> ExitCode {
         (false, _) => ExitCode::Error,
         (true, true) => ExitCode::Ok,
         (true, false) => ExitCode::NotConverged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_makes_a_missing_directory_and_replaces_the_file_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("run/linkfarm/state.json");
+        write(&path, &serde_json::json!({"pid": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"pid\": 1\n}\n");
+        // Removed while the daemon runs (a tmpfs cleaner, an admin): the next write makes it again.
+        std::fs::remove_dir_all(t.path().join("run")).unwrap();
+        write(&path, &serde_json::json!({"pid": 2})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"pid\": 2\n}\n");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("state.json")],
+            "no temp file left"
+        );
     }
 }
