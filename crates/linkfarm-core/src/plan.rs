@@ -77,7 +77,10 @@ pub fn desired_links_among(farm: &Farm, target: &TargetObs, names: &BTreeSet<OsS
         Entries::All { exclude, .. } => match target {
             TargetObs::Present(map) => names
                 .iter()
-                .filter(|name| map.get(*name) == Some(&TargetKind::Dir) && !exclude.is_match(Path::new(name)))
+                .filter(|name| {
+                    map.get(*name) == Some(&TargetKind::Dir)
+                        && (exclude.is_empty() || !exclude.is_match(Path::new(name)))
+                })
                 .map(|name| desired_link(farm, name.clone(), name.clone()))
                 .collect(),
             _ => Vec::new(),
