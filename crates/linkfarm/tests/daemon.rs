@@ -311,6 +311,37 @@ fn client_folder_is_adopted_after_it_settles() {
     d.wait_logged("adopt loras/style.safetensors into target loras");
 }
 
+/// Adopting a client's folder is one repair of the link, however many files it held: the
+/// flapping detector counts repairs per pass, not per action. (The chaos campaign found a link
+/// held for 40 s after one adoption of three files had counted as four repairs.)
+#[test]
+fn adopting_a_folder_of_many_files_is_one_repair_not_flapping() {
+    let t = Tree::new(&["loras"]);
+    t.write_config("[loras]", "", "  adopt_after: 0s\n");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}.safetensors")).collect();
+    for round in 0..2 {
+        let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "w")).collect();
+        if round == 1 {
+            // The same names again would go to the quarantine; other names are adopted.
+            for n in &names {
+                fs::remove_file(t.t(&format!("loras/{n}"))).unwrap();
+            }
+        }
+        swap_in_folder(&t, "loras", &files);
+        wait_for("adopted and link restored", || {
+            t.linked("loras") && names.iter().all(|n| t.t(&format!("loras/{n}")).exists())
+        });
+    }
+    wait_for("converged", || farm_state(&t) == "converged");
+    assert!(
+        !d.messages().iter().any(|(_, m)| m.contains("backing off")),
+        "two adoptions are two repairs, not flapping"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
 #[test]
 fn file_still_being_written_is_not_moved_until_settled() {
     let t = Tree::new(&["loras"]);

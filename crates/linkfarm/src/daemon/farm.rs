@@ -27,7 +27,11 @@ const SETTLE_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Default)]
 struct LinkRt {
+    /// When it was repaired, once per pass (`FarmRt::applies`): adopting a folder of ten files
+    /// is one repair of the link, not eleven.
     repairs: VecDeque<Instant>,
+    /// The `FarmRt::applies` its last repair was counted in.
+    counted: u64,
     failures: u32,
     flaps: u32,
     hold_until: Option<Instant>,
@@ -78,6 +82,9 @@ pub struct FarmRt {
     /// When an unsettled entry settles or a held link may be retried.
     pub(crate) recheck: Option<Instant>,
     links: HashMap<OsString, LinkRt>,
+    /// Batches of actions applied so far (a pass with all its rounds, or one immediate
+    /// re-create): the unit in which a link's repairs are counted.
+    applies: u64,
     pub(crate) status: FarmStatus,
     logged_state: Option<String>,
 }
@@ -96,6 +103,7 @@ impl FarmRt {
             gone: BTreeSet::new(),
             recheck: None,
             links: HashMap::new(),
+            applies: 0,
             status,
             logged_state: None,
         }
@@ -190,6 +198,7 @@ impl FarmRt {
         if creates.is_empty() {
             return false;
         }
+        self.applies += 1;
         let (results, _writes) = self.fs.apply(&creates);
         let mut made = false;
         for r in &results {
@@ -248,6 +257,7 @@ impl FarmRt {
         mut replan: impl FnMut(&mut FarmFs) -> Option<Plan>,
     ) -> Option<(Plan, Option<String>)> {
         let mut last_error = None;
+        self.applies += 1;
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let allowed: Vec<Action> = plan
@@ -340,8 +350,13 @@ impl FarmRt {
             return;
         }
         let now = Instant::now();
+        let applies = self.applies;
         let l = self.links.entry(a.link.clone()).or_default();
         l.failures = 0;
+        if l.counted == applies && !l.repairs.is_empty() {
+            return; // this link's repair in this pass is counted already
+        }
+        l.counted = applies;
         l.repairs.push_back(now);
         if l.repairs.len() >= FLAP_REPAIRS {
             l.flaps += 1;
