@@ -336,23 +336,31 @@ fn link_dir_swapped_for_a_symlink_between_observe_and_apply_is_refused() {
     );
 }
 
-#[test]
-fn a_path_component_turning_into_a_symlink_after_start_up_is_refused() {
-    let t = Tree::new(&["a"]);
+/// A farm with `link_dir` at `share/user/up`, converged; then someone replaces `share/user` by a
+/// symlink to a directory they control (returned, with an empty `up` in it).
+fn converged_then_component_swapped(t: &Tree, entries: &str) -> (FarmFs, tempfile::TempDir) {
     let deep = t.root().join("share/user");
     fs::create_dir_all(&deep).unwrap();
-    let text = "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: [a]\n";
-    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
+    let text = format!(
+        "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: {entries}\n"
+    );
+    let farm = linkfarm_core::parse_config(&text, &t.root().join("c.yaml"), &NoIds)
         .unwrap()
         .farms
         .remove(0);
     let mut f = FarmFs::new(farm);
     apply(&mut f, SETTLED);
-    // Someone replaces `share/user` by a symlink to a directory they control.
     let evil = tempfile::tempdir().unwrap();
     fs::create_dir(evil.path().join("up")).unwrap();
     fs::rename(&deep, t.root().join("share/user.moved")).unwrap();
     symlink(evil.path(), &deep).unwrap();
+    (f, evil)
+}
+
+#[test]
+fn a_path_component_turning_into_a_symlink_after_start_up_is_refused() {
+    let t = Tree::new(&["a"]);
+    let (mut f, evil) = converged_then_component_swapped(&t, "[a]");
     let r = apply(&mut f, SETTLED);
     assert_eq!(r.plan.state, FarmState::Error, "{:#?}", r.plan);
     assert_eq!(fs::read_dir(evil.path().join("up")).unwrap().count(), 0);
@@ -364,19 +372,7 @@ fn a_path_component_turning_into_a_symlink_after_start_up_is_refused() {
 #[test]
 fn spot_pass_through_a_path_component_turned_symlink_writes_nothing() {
     let t = Tree::new(&["a", "b"]);
-    let deep = t.root().join("share/user");
-    fs::create_dir_all(&deep).unwrap();
-    let text = "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: [a, b]\n";
-    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
-        .unwrap()
-        .farms
-        .remove(0);
-    let mut f = FarmFs::new(farm);
-    apply(&mut f, SETTLED);
-    let evil = tempfile::tempdir().unwrap();
-    fs::create_dir(evil.path().join("up")).unwrap();
-    fs::rename(&deep, t.root().join("share/user.moved")).unwrap();
-    symlink(evil.path(), &deep).unwrap();
+    let (mut f, evil) = converged_then_component_swapped(&t, "[a, b]");
     let names: std::collections::BTreeSet<std::ffi::OsString> = ["a".into(), "b".into()].into();
     let seen = f
         .plan_names(&names, SETTLED, now())
