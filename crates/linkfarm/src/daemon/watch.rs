@@ -48,9 +48,20 @@ pub struct Stream {
 /// The read buffer: room for at least 2,000 events with names, whatever the kernel has queued.
 const BUF: usize = 64 * 1024;
 
-/// The room one event can take (header and the longest name): a read that left less than this
-/// free in the buffer may have left events in the queue.
+/// The room one event can take (header and the longest name, padded): a read that left less
+/// than this free in the buffer may have left events in the queue.
 const EVENT_MAX: usize = 16 + 256;
+
+/// The bytes an event with a name of `name_len` bytes takes in a read: the 16-byte header and
+/// the name, NUL-terminated and padded to a multiple of 16 (the kernel's
+/// `round_event_name_len`); no name, no padding.
+fn event_size(name_len: usize) -> usize {
+    16 + if name_len == 0 {
+        0
+    } else {
+        (name_len + 1).next_multiple_of(16)
+    }
+}
 
 impl Stream {
     /// Waits until events can be read, then reads what the kernel has queued, up to `max`
@@ -69,7 +80,7 @@ impl Stream {
                     let events = fd.get_mut().read_events(buf)?;
                     let mut used = 0;
                     for ev in events {
-                        used += 16 + ev.name.map_or(0, |n| n.len() + 1);
+                        used += event_size(ev.name.map_or(0, |n| n.len()));
                         batch.push(ev.to_owned());
                     }
                     Ok(used)
@@ -354,4 +365,24 @@ pub fn log_error(last: &mut Option<String>, msg: String) {
 /// not: reading it then would log a bogus error.
 pub fn config_settled(kind: Kind) -> bool {
     matches!(kind, Kind::Written | Kind::Renamed | Kind::Removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read back from the kernel: what one read of an event with a name of each length takes.
+    #[test]
+    fn event_size_is_what_the_kernel_hands_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let inotify = Inotify::init().unwrap();
+        inotify.watches().add(dir.path(), WatchMask::CREATE).unwrap();
+        let mut buf = vec![0u8; BUF];
+        for len in [1, 14, 15, 16, 31, 255] {
+            std::fs::write(dir.path().join("x".repeat(len)), "").unwrap();
+            let n = nix::unistd::read(&inotify, &mut buf).unwrap();
+            assert_eq!(n, event_size(len), "a name of {len} bytes");
+        }
+        assert!(event_size(255) <= EVENT_MAX);
+    }
 }
