@@ -27,10 +27,10 @@ const SETTLE_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Default)]
 struct LinkRt {
-    /// When it was repaired, once per pass (`FarmRt::applies`): adopting a folder of ten files
-    /// is one repair of the link, not eleven.
+    /// When it was repaired, once per pass: adopting a folder of ten files is one repair of the
+    /// link, not eleven.
     repairs: VecDeque<Instant>,
-    /// The `FarmRt::applies` its last repair was counted in.
+    /// The pass (`FarmStatus::passes`) its last repair was counted in.
     counted: u64,
     failures: u32,
     flaps: u32,
@@ -82,9 +82,6 @@ pub struct FarmRt {
     /// When an unsettled entry settles or a held link may be retried.
     pub(crate) recheck: Option<Instant>,
     links: HashMap<OsString, LinkRt>,
-    /// Batches of actions applied so far (a pass with all its rounds, or one immediate
-    /// re-create): the unit in which a link's repairs are counted.
-    applies: u64,
     pub(crate) status: FarmStatus,
     logged_state: Option<String>,
 }
@@ -103,7 +100,6 @@ impl FarmRt {
             gone: BTreeSet::new(),
             recheck: None,
             links: HashMap::new(),
-            applies: 0,
             status,
             logged_state: None,
         }
@@ -198,24 +194,23 @@ impl FarmRt {
         if creates.is_empty() {
             return false;
         }
-        self.applies += 1;
+        // A pass of its own: a link's repairs are counted per pass.
+        self.status.passes += 1;
         let (results, _writes) = self.fs.apply(&creates);
-        if results.iter().any(|r| matches!(r.outcome, Outcome::Done(_))) {
+        let made = results.iter().any(|r| matches!(r.outcome, Outcome::Done(_)));
+        if made {
             // Whoever waits for these links (a client's smbd, a container) runs now, before our
             // log lines, the verifying look and the state file: without this the scheduler let
             // that bookkeeping run first in about one repair in twenty, ~150 µs
             // (bench/latency; sched_switch traces in bench/results.md).
             std::thread::yield_now();
         }
-        let mut made = false;
         for r in &results {
             if let Outcome::Done(extra) = &r.outcome {
                 self.done(&r.action, extra.as_deref());
-                made = true;
             }
         }
         if made {
-            self.status.passes += 1;
             self.status.last_pass = Some(SystemTime::now());
         }
         made
@@ -257,14 +252,14 @@ impl FarmRt {
 
     /// Applies `plan` in rounds: the actions not held back, then `replan` to see what came of
     /// them, again while a race or a change calls for it. Returns the last plan and the last
-    /// error, or `None` when `replan` could not plan.
+    /// error, or `None` when `replan` could not plan. The caller has counted the pass
+    /// (`status.passes`), in which each link's repair counts once.
     fn apply_rounds(
         &mut self,
         mut plan: Plan,
         mut replan: impl FnMut(&mut FarmFs) -> Option<Plan>,
     ) -> Option<(Plan, Option<String>)> {
         let mut last_error = None;
-        self.applies += 1;
         for _ in 0..ROUNDS {
             let now = Instant::now();
             let allowed: Vec<Action> = plan
@@ -357,13 +352,13 @@ impl FarmRt {
             return;
         }
         let now = Instant::now();
-        let applies = self.applies;
+        let pass = self.status.passes;
         let l = self.links.entry(a.link.clone()).or_default();
         l.failures = 0;
-        if l.counted == applies && !l.repairs.is_empty() {
+        if l.counted == pass && !l.repairs.is_empty() {
             return; // this link's repair in this pass is counted already
         }
-        l.counted = applies;
+        l.counted = pass;
         l.repairs.push_back(now);
         if l.repairs.len() >= FLAP_REPAIRS {
             l.flaps += 1;
