@@ -153,8 +153,8 @@ pub fn explain(e: &io::Error) -> String {
 }
 
 impl Watches {
-    /// Makes the inotify instance; its events come from the returned stream (a tokio stream on
-    /// the current runtime).
+    /// Makes the inotify instance; its events come from the returned [`Stream`] (registered
+    /// with the current tokio runtime).
     pub fn new() -> io::Result<(Self, Stream)> {
         let inotify = Inotify::init()?;
         let handle = inotify.watches();
