@@ -6,7 +6,7 @@
 //! file itself (the caller passes the text) and never looks at the filesystem: user and group
 //! names are resolved through the [`IdLookup`] the caller provides.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -352,6 +352,7 @@ fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, C
         }
     }
     check_overlaps(&farms, &mut d);
+    share_link_dirs(&mut farms);
 
     if d.0.is_empty() {
         Ok(Config {
@@ -638,6 +639,7 @@ fn validate_farm(raw: RawFarm, base: &Path, ids: &dyn IdLookup, d: &mut Diags) -
         prune: raw.prune.unwrap_or(true),
         on_conflict: raw.on_conflict.unwrap_or(OnConflict::Adopt),
         quarantine_dir: quarantine_dir?,
+        neighbours: BTreeSet::new(),
     })
 }
 
@@ -756,6 +758,27 @@ fn check_overlaps(farms: &[(Location, Farm)], d: &mut Diags) {
             };
             if let Some(msg) = msg {
                 d.at(*loc_a, msg, "give each farm its own link paths");
+            }
+        }
+    }
+}
+
+/// Farms may share a `link_dir` with explicit, distinct link names (`check_overlaps` refuses
+/// the rest). Each one learns the names its neighbours manage there, so that its prune leaves them
+/// alone: a link of farm `two` resolves into farm `one`'s `target_dir` when they share it, and
+/// would otherwise look like one of `one`'s links that is no longer desired.
+fn share_link_dirs(farms: &mut [(Location, Farm)]) {
+    let names: Vec<(PathBuf, Vec<String>)> = farms
+        .iter()
+        .map(|(_, f)| {
+            let links = f.explicit().unwrap_or(&[]).iter().map(|e| e.link.clone());
+            (f.link_dir.clone(), links.collect())
+        })
+        .collect();
+    for (i, (_, farm)) in farms.iter_mut().enumerate() {
+        for (j, (dir, links)) in names.iter().enumerate() {
+            if i != j && *dir == farm.link_dir {
+                farm.neighbours.extend(links.iter().cloned());
             }
         }
     }

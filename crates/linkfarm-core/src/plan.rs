@@ -567,7 +567,7 @@ impl Planner<'_> {
         if farm.prune {
             let wanted: BTreeSet<&OsString> = desired.iter().map(|d| &d.link).collect();
             for (name, node) in entries {
-                if wanted.contains(name) || is_temp(name) {
+                if wanted.contains(name) || is_temp(name) || is_neighbours(farm, name) {
                     continue;
                 }
                 if let Node::Symlink { text, .. } = node {
@@ -772,6 +772,11 @@ impl Planner<'_> {
         };
         self.plan
     }
+}
+
+/// A link name that a farm sharing this `link_dir` manages (see `Farm::neighbours`).
+fn is_neighbours(farm: &Farm, name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| farm.neighbours.contains(n))
 }
 
 /// Whether `name` is one of linkfarm's temp names.

@@ -38,6 +38,7 @@ fn parse_farm(spec: &str) -> Farm {
         prune: true,
         on_conflict: OnConflict::Adopt,
         quarantine_dir: "/Q".into(),
+        neighbours: Default::default(),
     };
     let mut exclude = vec![".*".to_string()];
     let mut star = false;
@@ -68,6 +69,7 @@ fn parse_farm(spec: &str) -> Farm {
             "link_dir" => farm.link_dir = v.into(),
             "create_targets" => farm.create_targets = true,
             "prune" => farm.prune = v != "false",
+            "neighbours" => farm.neighbours.extend(v.split(',').map(String::from)),
             "on_conflict" => {
                 farm.on_conflict = match v {
                     "keep" => OnConflict::Keep,

@@ -265,3 +265,33 @@ fn demo_example_converges_in_a_copy() {
         .join("demo/storage-user/models-upload/diffusion_models")
         .is_symlink());
 }
+
+/// Issue 11 §2: two farms on one link_dir and one target_dir pruned each other's link on every
+/// `apply`, so `check` never reached 0 and `apply` reported a link the next farm had just removed.
+#[test]
+fn two_farms_sharing_a_link_dir_keep_each_others_links() {
+    let d = Demo::new("");
+    let text = "version: 1\nfarms:\n\
+        \x20 - { name: one, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [checkpoints] }\n\
+        \x20 - { name: two, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [loras] }\n";
+    fs::write(d.cfg(), text).unwrap();
+    assert_eq!(code(&d.run(&["validate"])), 0);
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("remove"),
+        "nothing is pruned: {}",
+        stdout(&o)
+    );
+    for (link, target) in [("checkpoints", "checkpoints"), ("loras", "loras")] {
+        assert_eq!(fs::read_link(d.l(link)).unwrap(), d.t(target), "{link}");
+    }
+    let o = d.run(&["check"]);
+    assert_eq!(code(&o), 0, "converged after one apply: {}", stdout(&o));
+    let o = d.run(&["apply"]);
+    assert!(
+        !stdout(&o).contains("remove"),
+        "a second apply is a no-op: {}",
+        stdout(&o)
+    );
+}
