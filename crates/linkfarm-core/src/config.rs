@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSetBuilder};
+use globset::Glob;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use crate::names::NameFilter;
 use crate::paths::{absolutize, is_safe_name, is_within};
 use crate::spec::{Config, Entries, Entry, Farm, LinkStyle, OnConflict, Owner, Settings, Watcher};
 use crate::time::parse_duration;
@@ -523,20 +524,17 @@ fn validate_farm(raw: RawFarm, base: &Path, ids: &dyn IdLookup, d: &mut Diags) -
                 Some(list) => list.value,
                 None => vec![Spanned::new(".*".into(), Location::UNKNOWN, Location::UNKNOWN)],
             };
-            let mut b = GlobSetBuilder::new();
             for p in &pats {
-                match Glob::new(&p.value) {
-                    Ok(g) => {
-                        b.add(g);
-                    }
-                    Err(e) => d.at(
+                if let Err(e) = Glob::new(&p.value) {
+                    d.at(
                         p.referenced,
                         format!("bad exclude pattern `{}`: {}", p.value, e.kind()),
                         "write a shell glob such as `.*` or `tmp-*`",
-                    ),
+                    );
                 }
             }
-            let exclude = b.build().unwrap_or_else(|_| globset::GlobSet::empty());
+            // Every pattern compiled above; a bad one was reported with its location.
+            let exclude = NameFilter::new(pats.iter().map(|p| p.value.as_str())).unwrap_or_default();
             Some(Entries::All {
                 exclude,
                 patterns: pats.into_iter().map(|p| p.value).collect(),

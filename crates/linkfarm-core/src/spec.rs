@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use globset::GlobSet;
+use crate::names::NameFilter;
 
 /// A whole validated configuration file.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub enum Entries {
     /// One link per real subdirectory of `target_dir`, minus the excluded names.
     All {
         /// Compiled `exclude` patterns.
-        exclude: GlobSet,
+        exclude: NameFilter,
         /// The patterns as written, for display.
         patterns: Vec<String>,
     },

@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSetBuilder};
 use linkfarm_core::*;
 
 fn at(secs: u64) -> SystemTime {
@@ -88,12 +87,8 @@ fn parse_farm(spec: &str) -> Farm {
         }
     }
     farm.entries = if star {
-        let mut b = GlobSetBuilder::new();
-        for p in &exclude {
-            b.add(Glob::new(p).unwrap());
-        }
         Entries::All {
-            exclude: b.build().unwrap(),
+            exclude: NameFilter::new(exclude.iter().map(String::as_str)).unwrap(),
             patterns: exclude,
         }
     } else {
