@@ -32,7 +32,8 @@ pub struct Header {
 }
 
 /// `(elements per block, bytes per block)` of a ggml tensor type, or `None` for a type this
-/// crate does not know (also the removed ones: 4, 5, 31-33, 36-38).
+/// crate does not know (also the removed ones: 4, 5, 31-33, 36-38). Q8_1 is ggml's 36-byte block; the Python
+/// `gguf` package says 40, and the smaller size is the lenient one for a bounds check.
 pub fn type_size(t: u32) -> Option<(u64, u64)> {
     Some(match t {
         0 => (1, 4),      // F32
@@ -67,6 +68,8 @@ pub fn type_size(t: u32) -> Option<(u64, u64)> {
         34 => (256, 54),  // TQ1_0
         35 => (256, 66),  // TQ2_0
         39 => (32, 17),   // MXFP4
+        40 => (64, 36),   // NVFP4
+        41 => (128, 18),  // Q1_0
         _ => return None,
     })
 }
