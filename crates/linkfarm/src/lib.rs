@@ -9,6 +9,7 @@ pub mod load;
 pub mod logging;
 pub mod oneshot;
 pub mod report;
+pub mod verify;
 
 /// The exit codes of SPEC §7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
