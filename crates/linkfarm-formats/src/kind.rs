@@ -309,7 +309,8 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str>) -> KindGuess {
     let vae_share = share(&names, |n| {
         any_prefix(strip(n, &["first_stage_model.", "vae."]), VAE_PREFIXES)
     });
-    if vae_share >= 0.9 && has_decoder(&names) {
+    // T5's encoder blocks also start with `encoder.`; a VAE has none.
+    if vae_share >= 0.9 && has_decoder(&names) && !names.iter().any(|n| n.contains("encoder.block.")) {
         return guess(Kind::Vae, vae_share);
     }
     let ups = share(&names, |n| {

@@ -27,7 +27,11 @@ fn cases() -> Vec<(&'static str, FileType, Vec<u8>)> {
     out.push(("safetensors header 2^63", FileType::Safetensors, st));
     let mut st = 99_999_999u64.to_le_bytes().to_vec();
     st.extend(b"{}");
-    out.push(("safetensors header 99 MB in a short file", FileType::Safetensors, st));
+    out.push((
+        "safetensors header 99 MB in a short file",
+        FileType::Safetensors,
+        st,
+    ));
 
     let gguf = |counts: [u64; 2], tail: &[u8]| {
         let mut f = b"GGUF".to_vec();
@@ -104,12 +108,7 @@ fn claimed_lengths_never_allocate() {
     }
     // A companion is read up to its real length, never its claimed one.
     ALLOC.set_limit(ALLOC.allocated() + BOUND).unwrap();
-    let r = linkfarm_formats::companion::check(
-        &mut &b"{}"[..],
-        1 << 62,
-        CompanionType::Json,
-        u64::MAX,
-    );
+    let r = linkfarm_formats::companion::check(&mut &b"{}"[..], 1 << 62, CompanionType::Json, u64::MAX);
     ALLOC.set_limit(usize::MAX).unwrap();
     assert_eq!(r.unwrap_err().reason, Reason::Corrupt);
 }

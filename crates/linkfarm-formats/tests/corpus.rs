@@ -2,8 +2,9 @@
 //! Python packages, stdlib zipfile/pickle with a stub torch) plus the malicious and damaged
 //! files, each checked against the verdict its manifest names.
 //!
-//! Needs python3; the generator pip-installs its packages. Without python3 the test says so and
-//! passes, unless `LINKFARM_REQUIRE_CORPUS=1` (CI sets it) makes that a failure.
+//! Needs python3 (or `LINKFARM_PYTHON`); the generator pip-installs its packages when missing.
+//! When it cannot run, the test says so and passes, unless `LINKFARM_REQUIRE_CORPUS=1` (.ci/run
+//! sets it, after making a venv with the packages) makes that a failure.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,8 @@ use linkfarm_formats::{check, FileType, Limits, Reason};
 fn every_corpus_file_gets_the_verdict_its_manifest_names() {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/make_corpus.py");
-    let out = Command::new("python3").arg(&script).arg(dir.path()).output();
+    let python = std::env::var_os("LINKFARM_PYTHON").unwrap_or_else(|| "python3".into());
+    let out = Command::new(python).arg(&script).arg(dir.path()).output();
     let required = std::env::var_os("LINKFARM_REQUIRE_CORPUS").is_some_and(|v| v == "1");
     match &out {
         Ok(o) if o.status.success() => {}
