@@ -251,6 +251,22 @@ fn gguf_files_are_checked_against_their_length() {
     for n in 0..good.len() {
         assert!(check_bytes(&good[..n], FileType::Gguf).is_err(), "prefix {n}");
     }
+    // Version 1's 32-bit lengths, and another alignment; an alignment that is not a power of
+    // two is refused.
+    for (version, align) in [(1, 32), (2, 64), (3, 8)] {
+        let v = check_bytes(&gguf_file(version, align, 100), FileType::Gguf);
+        let Ok(linkfarm_formats::Verdict {
+            details: linkfarm_formats::Details::Gguf(h),
+            ..
+        }) = v
+        else {
+            panic!("v{version}: {v:?}");
+        };
+        assert_eq!((h.version, h.alignment), (version, align as u64));
+        assert_eq!(h.architecture.as_deref(), Some("llama"));
+    }
+    let r = check_bytes(&gguf_file(3, 24, 100), FileType::Gguf).unwrap_err();
+    assert!(r.message.contains("power of two"), "{r}");
 }
 
 #[test]

@@ -49,13 +49,21 @@ pub fn stored_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A GGUF file of `version` with general.alignment = `align` and one F32 tensor of `n` elements.
+/// Version 1 writes counts, lengths and dimensions as u32, later versions as u64.
 pub fn gguf_file(version: u32, align: u32, n: u64) -> Vec<u8> {
+    let len = |f: &mut Vec<u8>, v: u64| {
+        if version == 1 {
+            f.extend((v as u32).to_le_bytes());
+        } else {
+            f.extend(v.to_le_bytes());
+        }
+    };
     let mut f = b"GGUF".to_vec();
     f.extend(version.to_le_bytes());
-    f.extend(1u64.to_le_bytes()); // tensors
-    f.extend(2u64.to_le_bytes()); // kv
+    len(&mut f, 1); // tensors
+    len(&mut f, 2); // kv
     let s = |f: &mut Vec<u8>, s: &str| {
-        f.extend((s.len() as u64).to_le_bytes());
+        len(f, s.len() as u64);
         f.extend(s.bytes());
     };
     s(&mut f, "general.architecture");
@@ -66,7 +74,7 @@ pub fn gguf_file(version: u32, align: u32, n: u64) -> Vec<u8> {
     f.extend(align.to_le_bytes());
     s(&mut f, "w");
     f.extend(1u32.to_le_bytes());
-    f.extend(n.to_le_bytes());
+    len(&mut f, n);
     f.extend(0u32.to_le_bytes()); // F32
     f.extend(0u64.to_le_bytes()); // offset
     let data_start = f.len().div_ceil(align as usize) * align as usize;
