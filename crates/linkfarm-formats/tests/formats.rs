@@ -57,6 +57,8 @@ fn assemble(line: &str, out: &mut Vec<u8>) {
         "BININT1" => out.extend([b'K', num() as u8]),
         "BINPUT" => out.extend([b'q', num() as u8]),
         "BINGET" => out.extend([b'h', num() as u8]),
+        "PUT" => out.extend(format!("p{}\n", num()).bytes()),
+        "GET" => out.extend(format!("g{}\n", num()).bytes()),
         "EXT1" => out.extend([0x82, num() as u8]),
         "RAW" => {
             for h in rest.split_whitespace() {
