@@ -33,7 +33,7 @@ EXIT STATUS:
   validate  0 valid, 78 invalid
   status    0 all converged, 1 not, 2 daemon not running
   doctor    0 no failure, 1 a failure
-  verify    0 no file failed, 1 a file is corrupt or unsafe";
+  verify    0 no file failed, 1 a file is corrupt or unsafe, 78 invalid config (no PATH given)";
 
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/linkfarm/linkfarm.yaml";
