@@ -6,5 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use linkfarm_formats::{check, FileType, Limits};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = check(&mut std::io::Cursor::new(data), FileType::Safetensors, &Limits::default());
+    let _ = check(
+        &mut std::io::Cursor::new(data),
+        FileType::Safetensors,
+        &Limits::default(),
+    );
 });
