@@ -103,6 +103,9 @@ pub struct FarmFs {
     /// The target side as the last full observation saw it, for spot passes.
     targets: Option<TargetObs>,
     caps: CapsState,
+    /// Whether link_dir's fd is held across passes ([`FarmFs::set_hold_link_dir`]).
+    hold_link_dir: bool,
+    held_link_dir: Option<ops::Fd>,
 }
 
 /// What linkfarm knows of a farm's filesystem (SPEC §14).
@@ -122,7 +125,27 @@ impl FarmFs {
             anchor: None,
             targets: None,
             caps: CapsState::default(),
+            hold_link_dir: false,
+            held_link_dir: None,
         }
+    }
+
+    /// Holds link_dir's fd across passes instead of re-opening (and re-checking) its path before
+    /// each write (SPEC §4 as amended). Writes through a held fd cannot be redirected by a symlink
+    /// swap, since no path is resolved; but then the caller must guard the path: watch link_dir
+    /// and each ancestor, and call [`FarmFs::invalidate_link_dir`] on any move, deletion or
+    /// creation of a component name. Off by default.
+    pub fn set_hold_link_dir(&mut self, hold: bool) {
+        self.hold_link_dir = hold;
+        if !hold {
+            self.held_link_dir = None;
+        }
+    }
+
+    /// Drops the held link_dir fd: the next write re-opens link_dir by path and re-checks it (a
+    /// component turned symlink is refused). Cheap; call it for every event on link_dir's path.
+    pub fn invalidate_link_dir(&mut self) {
+        self.held_link_dir = None;
     }
 
     /// What the filesystem of `link_dir` can do (SPEC §14), as last probed; `None` before the
@@ -268,7 +291,8 @@ impl FarmFs {
         if actions.is_empty() {
             return (Vec::new(), 0);
         }
-        let mut ap = ops::Applier::new(&self.farm, &mut self.anchor, &mut self.caps, now);
+        let held = self.hold_link_dir.then_some(&mut self.held_link_dir);
+        let mut ap = ops::Applier::new(&self.farm, &mut self.anchor, &mut self.caps, held, now);
         // The steps for one link build on each other (adopt every entry, then replace the emptied
         // folder): after a failed step the later ones for that link are not attempted.
         let mut failed: std::collections::HashSet<&std::ffi::OsStr> = Default::default();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -32,13 +32,16 @@ enum Step {
     Rescued { to: PathBuf, why: String },
 }
 
-/// A directory fd shared by the actions of one pass (no `dup` per action).
-type Fd = Rc<OwnedFd>;
+/// A directory fd shared by the actions of one pass (no `dup` per action), and for link_dir
+/// possibly held across passes (SPEC §4 as amended).
+pub(crate) type Fd = Arc<OwnedFd>;
 
 pub(crate) struct Applier<'a> {
     farm: &'a Farm,
     anchor: &'a mut Option<PathBuf>,
     caps: &'a mut CapsState,
+    /// link_dir's fd held across passes, when the owner of the FarmFs asked for it.
+    held: Option<&'a mut Option<Fd>>,
     /// Whether `caps` was checked against link_dir's device in this pass.
     caps_checked: bool,
     /// The time of the pass: names a rescued object in the quarantine.
@@ -59,12 +62,14 @@ impl<'a> Applier<'a> {
         farm: &'a Farm,
         anchor: &'a mut Option<PathBuf>,
         caps: &'a mut CapsState,
+        held: Option<&'a mut Option<Fd>>,
         now: SystemTime,
     ) -> Self {
         let mut ap = Applier {
             farm,
             anchor,
             caps,
+            held,
             caps_checked: false,
             now,
             link_parent: None,
@@ -79,15 +84,25 @@ impl<'a> Applier<'a> {
                 writes: 0,
             },
         };
-        ap.reopen_link_dir();
+        match ap.held.as_deref() {
+            // No path is resolved through a held fd, so no symlink swap can redirect it; the
+            // holder invalidates it on any change of link_dir's path (SPEC §4).
+            Some(Some(fd)) => ap.link_dir = Some(fd.clone()),
+            _ => ap.reopen_link_dir(),
+        }
         ap
     }
 
+    /// Opens link_dir by path, with the anchor check of SPEC §4 (and holds it, if asked to).
     fn reopen_link_dir(&mut self) {
         match open_link_dir(self.farm, self.anchor) {
             LinkDirOpen::Open { parent, dir } => {
                 self.link_parent = Some(parent);
-                self.link_dir = Some(Rc::new(dir));
+                let dir = Arc::new(dir);
+                if let Some(held) = self.held.as_deref_mut() {
+                    *held = Some(dir.clone());
+                }
+                self.link_dir = Some(dir);
             }
             LinkDirOpen::Problem(p) => {
                 if let LinkDirObs::Missing { .. } = p {
@@ -205,7 +220,7 @@ impl<'a> Applier<'a> {
         if self.target.is_none() {
             let fd = open_dir_path(&self.farm.target_dir)
                 .map_err(|e| self.fail("open", self.farm.target_dir.clone(), e))?;
-            self.target = Some(Rc::new(fd));
+            self.target = Some(Arc::new(fd));
         }
         Ok(self.target.clone().expect("just opened"))
     }
@@ -487,7 +502,7 @@ impl<'a> Applier<'a> {
             )),
             e => self.fail("open", self.link_path(link), e),
         })?;
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.conflict_dirs.insert(link.to_owned(), fd.clone());
         Ok(fd)
     }
@@ -505,7 +520,7 @@ impl<'a> Applier<'a> {
                     .with("adoption moves only into a real folder, never through a symlink"),
             ),
         })?;
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.target_subdirs.insert(target.to_owned(), fd.clone());
         Ok(fd)
     }
@@ -556,7 +571,7 @@ impl<'a> Applier<'a> {
                 Err(e) => return Err(self.fail("open", path.clone(), e)),
             };
         }
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.quarantine = Some(fd.clone());
         Ok(fd)
     }

@@ -809,3 +809,56 @@ fn a_client_object_swapped_in_before_the_owner_repair_keeps_its_owner() {
         }
     }
 }
+
+// ---- SPEC §4 as amended: link_dir's fd held across passes.
+
+#[test]
+fn held_link_dir_is_never_redirected_and_after_invalidate_a_symlinked_component_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    let deep = t.root().join("share/user");
+    fs::create_dir_all(&deep).unwrap();
+    let text = "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/user/up\n    entries: [a, b]\n";
+    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
+        .unwrap()
+        .farms
+        .remove(0);
+    let mut f = farm_fs(farm);
+    f.set_hold_link_dir(true);
+    apply(&mut f, SETTLED);
+    // A repair is due, and then a component of link_dir's path becomes a symlink.
+    fs::remove_file(deep.join("up/a")).unwrap();
+    let evil = test_dir();
+    fs::create_dir(evil.path().join("up")).unwrap();
+    let moved = t.root().join("share/user.moved");
+    fs::rename(&deep, &moved).unwrap();
+    symlink(evil.path(), &deep).unwrap();
+    // A spot pass reads the name through the path (now into the attacker's empty `up`) and plans
+    // a create. Not yet invalidated, the held fd still names the real directory: the write
+    // lands there, never through the new path.
+    let names: std::collections::BTreeSet<std::ffi::OsString> = ["a".into()].into();
+    let plan = f.plan_names(&names, SETTLED, now()).unwrap();
+    assert_eq!(plan.actions.len(), 1, "{plan:#?}");
+    f.apply(&plan.actions);
+    assert_eq!(fs::read_dir(evil.path().join("up")).unwrap().count(), 0);
+    assert_eq!(
+        link_text(&moved.join("up/a")).unwrap(),
+        t.t("a"),
+        "written through the held fd"
+    );
+    // The watch on share/ reports the swap: after invalidate, the path is checked again.
+    fs::remove_file(moved.join("up/a")).unwrap();
+    f.invalidate_link_dir();
+    let plan = f.plan_names(&names, SETTLED, now()).unwrap();
+    let (results, writes) = f.apply(&plan.actions);
+    assert!(
+        !results.is_empty() && results.iter().all(|x| matches!(x.outcome, Outcome::Failed(_))),
+        "{results:#?}"
+    );
+    assert_eq!(writes, 0);
+    assert_eq!(
+        fs::read_dir(evil.path().join("up")).unwrap().count(),
+        0,
+        "nothing through the new path"
+    );
+    assert!(!moved.join("up/a").exists());
+}
