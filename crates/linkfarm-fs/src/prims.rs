@@ -79,7 +79,8 @@ pub(crate) fn device(dir: BorrowedFd<'_>) -> nix::Result<u64> {
     fstat(dir).map(|st| st.st_dev as u64)
 }
 
-/// What a farm's filesystem can do (SPEC §14), found by [`probe`] on linkfarm's own temp names.
+/// What a farm's filesystem can do (SPEC §14), found by a probe on linkfarm's own temp names
+/// ([`FarmFs::probe`](crate::FarmFs::probe)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     /// `renameat2(RENAME_EXCHANGE)` works.
