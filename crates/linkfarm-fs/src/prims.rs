@@ -358,7 +358,29 @@ fn probe_names() -> [OsString; 3] {
 
 /// Finds what the filesystem of `dir` can do, using only linkfarm's temp names in it (symlinks
 /// it creates and removes). Returns the capabilities and the write syscalls it made.
+///
+/// Another linkfarm process (a `doctor` beside the daemon, a second daemon) removes leftover temp
+/// links, and can remove a probe's link mid-probe. That can only make a flag look missing, never
+/// present (each "yes" needs the probe's own links where it left them), so a probe that finds
+/// something missing is repeated and the answers are joined.
 pub(crate) fn probe(dir: BorrowedFd<'_>) -> nix::Result<(Caps, u64)> {
+    let (mut caps, mut writes) = probe_once(dir)?;
+    for _ in 0..2 {
+        if caps == Caps::FULL {
+            break;
+        }
+        let (c, w) = probe_once(dir)?;
+        writes += w;
+        caps = Caps {
+            exchange: caps.exchange || c.exchange,
+            noreplace: caps.noreplace || c.noreplace,
+            link: caps.link || c.link,
+        };
+    }
+    Ok((caps, writes))
+}
+
+fn probe_once(dir: BorrowedFd<'_>) -> nix::Result<(Caps, u64)> {
     let mut p = Prims {
         caps: Caps::FULL,
         writes: 0,
