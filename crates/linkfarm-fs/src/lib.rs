@@ -243,7 +243,12 @@ impl FarmFs {
         now: SystemTime,
     ) -> Option<Plan> {
         let target = self.targets.as_ref()?;
-        let link_dir = observe::observe_names(&self.farm, &mut self.anchor, target, names);
+        let held = self
+            .held_link_dir
+            .as_ref()
+            .filter(|_| self.hold_link_dir)
+            .map(|fd| std::os::fd::AsFd::as_fd(fd.as_ref()));
+        let link_dir = observe::observe_names(&self.farm, &mut self.anchor, target, names, held);
         // link_dir itself missing or refused is a full pass's business.
         matches!(link_dir, LinkDirObs::Present(_))
             .then(|| self.plan_with_targets(link_dir, names, adopt_after, now))

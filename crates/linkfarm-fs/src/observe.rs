@@ -171,12 +171,20 @@ pub(crate) fn observe_names(
     anchor: &mut Option<PathBuf>,
     target: &TargetObs,
     names: &BTreeSet<OsString>,
+    held: Option<BorrowedFd<'_>>,
 ) -> LinkDirObs {
     let desired = desired_links_among(farm, target, names);
-    // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here:
-    // the applier opens link_dir again with the full anchor check before it writes anything,
-    // and refuses (which sends the daemon to a full pass) if the path changed.
-    let opened = match open(&farm.link_dir, DIR_FLAGS, Mode::empty()) {
+    // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here
+    // (or the held fd, which the writes use too): the applier opens link_dir again with the full
+    // anchor check before it writes anything, unless it holds the fd, and refuses (which sends
+    // the daemon to a full pass) if the path changed.
+    let reopened = match held {
+        Some(fd) => fd
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        None => open(&farm.link_dir, DIR_FLAGS, Mode::empty()),
+    };
+    let opened = match reopened {
         Ok(dir) => Ok(dir),
         Err(_) => match open_link_dir(farm, anchor) {
             LinkDirOpen::Open { dir, .. } => Ok(dir),
