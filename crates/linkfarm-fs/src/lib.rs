@@ -134,7 +134,9 @@ impl FarmFs {
     /// each write (SPEC §4 as amended). Writes through a held fd cannot be redirected by a symlink
     /// swap, since no path is resolved; but then the caller must guard the path: watch link_dir
     /// and each ancestor, and call [`FarmFs::invalidate_link_dir`] on any move, deletion or
-    /// creation of a component name. Off by default.
+    /// creation of a component name. Off by default. A held fd keeps link_dir's filesystem busy:
+    /// `umount` of that volume fails with EBUSY while it is held (a lazy `umount -l` leaves the fd
+    /// on the detached tree), so the holder should also drop it when it stops using the farm.
     pub fn set_hold_link_dir(&mut self, hold: bool) {
         self.hold_link_dir = hold;
         if !hold {
