@@ -862,3 +862,53 @@ fn held_link_dir_is_never_redirected_and_after_invalidate_a_symlinked_component_
     );
     assert!(!moved.join("up/a").exists());
 }
+
+/// SPEC §14: the probe is made once per farm and again when link_dir's device changes (here a
+/// tmpfs mounted over the folder holding link_dir, as a volume remounted). Needs root (CI is).
+#[test]
+fn the_probe_is_cached_and_redone_after_a_remount() {
+    let t = Tree::new(&["a", "b"]);
+    let holder = t.root().join("vol");
+    fs::create_dir(&holder).unwrap();
+    let text =
+        "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: vol/up\n    entries: [a]\n";
+    let farm = linkfarm_core::parse_config(text, &t.root().join("c.yaml"), &NoIds)
+        .unwrap()
+        .farms
+        .remove(0);
+    let mut f = FarmFs::new(farm);
+    let hijack_and_repair = |f: &mut FarmFs| {
+        let l = holder.join("up/a");
+        let _ = fs::remove_file(&l);
+        symlink("/etc", &l).unwrap();
+        let r = apply(f, SETTLED);
+        assert_eq!(r.results.len(), 1, "{r:#?}");
+        assert_eq!(link_text(&l).unwrap(), t.t("a"));
+        r.writes
+    };
+    fs::create_dir(holder.join("up")).unwrap();
+    let first = hijack_and_repair(&mut f);
+    let cached = hijack_and_repair(&mut f);
+    assert!(
+        first > cached,
+        "the first replace probes, the second does not ({first} vs {cached})"
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&holder)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&holder);
+    fs::create_dir(holder.join("up")).unwrap();
+    let after = hijack_and_repair(&mut f);
+    let again = hijack_and_repair(&mut f);
+    assert_eq!(after, first, "a new device is probed again");
+    assert_eq!(again, cached);
+}
