@@ -610,9 +610,34 @@ impl<'a> Applier<'a> {
         Err(self.fail("quarantine", show, Errno::EEXIST))
     }
 
+    /// The target folder of the link named `link`.
+    fn target_of(&self, link: &OsStr) -> OsString {
+        match self.farm.explicit() {
+            Some(list) => list
+                .iter()
+                .find(|e| OsStr::new(e.link.as_str()) == link)
+                .map(|e| OsString::from(&e.target))
+                .unwrap_or_else(|| link.to_owned()),
+            None => link.to_owned(),
+        }
+    }
+
     fn quarantine_child(&mut self, link: &OsStr, child: &OsStr, dest: &OsStr) -> R {
         self.caps()?;
         let from = self.conflict_dir(link)?;
+        // The name exists in the target. If it is the very same file, a link()+unlink() move
+        // (SPEC §14) was interrupted between its two steps (linkfarm was killed): finish it
+        // instead of putting a second name of the file in the quarantine.
+        let target = self.target_of(link);
+        if let Ok(to) = self.target_subdir(&target) {
+            if self
+                .p
+                .finish_interrupted_move(from.as_fd(), child, to.as_fd(), child)
+                == Ok(true)
+            {
+                return Ok(None);
+            }
+        }
         let q = self.quarantine_fd()?;
         let qpath = self.farm.quarantine_dir.join(dest);
         let m = Mode::from_bits_truncate(0o700);

@@ -301,6 +301,17 @@ impl Prims {
             // too and stays at both names; nothing is lost, the next pass decides.
             return Err(MoveError::Changed);
         }
+        self.link_unlink_tail(from, name, st)
+    }
+
+    /// The second step of `link()`+`unlink()`: the old name is unlinked if it is still the inode
+    /// `st` (the window of the module doc lies between this check and the unlink).
+    fn link_unlink_tail(
+        &mut self,
+        from: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &FileStat,
+    ) -> Result<(), MoveError> {
         match lstat_at(from, name) {
             Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => self
                 .w(|| unlinkat(from, name, UnlinkatFlags::NoRemoveDir))
@@ -308,6 +319,30 @@ impl Prims {
             Ok(_) => Err(MoveError::Changed),
             Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(MoveError::Io(e)),
+        }
+    }
+
+    /// Finishes a `link()`+`unlink()` move that was interrupted between its two steps: when
+    /// `name` in `from` and `to_name` in `to` are the same inode (and not a folder), the old name
+    /// is unlinked if it is still that inode. Nothing is lost: the file stays at `to_name`.
+    /// `Ok(false)` when they are not the same file.
+    pub(crate) fn finish_interrupted_move(
+        &mut self,
+        from: BorrowedFd<'_>,
+        name: &OsStr,
+        to: BorrowedFd<'_>,
+        to_name: &OsStr,
+    ) -> nix::Result<bool> {
+        let (Ok(old), Ok(new)) = (lstat_at(from, name), lstat_at(to, to_name)) else {
+            return Ok(false);
+        };
+        if is_dir(&old) || (old.st_dev, old.st_ino) != (new.st_dev, new.st_ino) {
+            return Ok(false);
+        }
+        match self.link_unlink_tail(from, name, &new) {
+            Ok(()) => Ok(true),
+            Err(MoveError::Io(e)) => Err(e),
+            Err(_) => Ok(false),
         }
     }
 

@@ -912,3 +912,22 @@ fn the_probe_is_cached_and_redone_after_a_remount() {
     assert_eq!(after, first, "a new device is probed again");
     assert_eq!(again, cached);
 }
+
+/// A link()+unlink() move (SPEC §14) killed between its two steps leaves one file under two
+/// names, the client's and the target's: the next pass finishes the move instead of putting a
+/// second name of it in the quarantine (the crash campaign on FUSE found the duplicate).
+#[test]
+fn a_move_interrupted_between_link_and_unlink_is_finished() {
+    for caps in [NFS, CIFS] {
+        let t = Tree::new(&["loras"]);
+        let mut f = pinned(&t, "[loras]", "", caps);
+        t.write(&t.l("loras/a.bin"), "model");
+        fs::hard_link(t.l("loras/a.bin"), t.t("loras/a.bin")).unwrap();
+        apply(&mut f, SETTLED);
+        assert_eq!(fs::read_to_string(t.t("loras/a.bin")).unwrap(), "model");
+        assert_eq!(link_text(&t.l("loras")).unwrap(), t.t("loras"));
+        let copies = inventory(t.root()).get(b"model".as_slice()).copied();
+        assert_eq!(copies, Some(1), "one name left, not a second in the quarantine");
+        assert_converged(&mut f);
+    }
+}
