@@ -257,8 +257,8 @@ fn caps_check(fs: &mut FarmFs, subject: &str, out: &mut Vec<Check>) {
                     Status::Warn,
                     subject,
                     msg,
-                    "linkfarm still never overwrites; to close the window, put link_dir and target_dir \
-                     on a filesystem with renameat2(RENAME_NOREPLACE) (local, or CIFS)",
+                    "the window is inherent without RENAME_NOREPLACE; to close it, put link_dir and \
+                     target_dir on a filesystem that has it (local, or CIFS)",
                 ));
             } else {
                 out.push(check(
