@@ -324,8 +324,9 @@ impl Prims {
 
     /// Finishes a `link()`+`unlink()` move that was interrupted between its two steps: when
     /// `name` in `from` and `to_name` in `to` are the same inode (and not a folder), the old name
-    /// is unlinked if it is still that inode. Nothing is lost: the file stays at `to_name`.
-    /// `Ok(false)` when they are not the same file.
+    /// is unlinked if it is still that inode. Nothing is lost: the file stays at `to_name`. For
+    /// two folders, the same is done for every file inside at the same relative path.
+    /// `Ok(true)` when `name` itself is gone (it was the same file).
     pub(crate) fn finish_interrupted_move(
         &mut self,
         from: BorrowedFd<'_>,
@@ -333,9 +334,31 @@ impl Prims {
         to: BorrowedFd<'_>,
         to_name: &OsStr,
     ) -> nix::Result<bool> {
+        self.finish_at(from, name, to, to_name, 0)
+    }
+
+    fn finish_at(
+        &mut self,
+        from: BorrowedFd<'_>,
+        name: &OsStr,
+        to: BorrowedFd<'_>,
+        to_name: &OsStr,
+        depth: usize,
+    ) -> nix::Result<bool> {
         let (Ok(old), Ok(new)) = (lstat_at(from, name), lstat_at(to, to_name)) else {
             return Ok(false);
         };
+        if is_dir(&old) && is_dir(&new) && depth < MAX_DEPTH {
+            // A folder moved file by file and interrupted: finish the files already linked in
+            // it; the rest stays for the caller (the folder itself is not finished).
+            let (Ok(src), Ok(dst)) = (open_dir_at(from, name), open_dir_at(to, to_name)) else {
+                return Ok(false);
+            };
+            for (child, _) in crate::observe::list(src.as_fd())? {
+                self.finish_at(src.as_fd(), &child, dst.as_fd(), &child, depth + 1)?;
+            }
+            return Ok(false);
+        }
         if is_dir(&old) || (old.st_dev, old.st_ino) != (new.st_dev, new.st_ino) {
             return Ok(false);
         }

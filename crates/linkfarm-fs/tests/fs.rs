@@ -932,3 +932,21 @@ fn a_move_interrupted_between_link_and_unlink_is_finished() {
         assert_converged(&mut f);
     }
 }
+
+/// The same inside a folder adopted file by file: the files already linked into the target lose
+/// their second name; the rest of the folder goes to the quarantine as any clash.
+#[test]
+fn a_folder_adoption_interrupted_between_link_and_unlink_leaves_no_second_name() {
+    let t = Tree::new(&["loras"]);
+    let mut f = pinned(&t, "[loras]", "", NFS);
+    t.write(&t.l("loras/sub/moved.bin"), "moved");
+    t.write(&t.l("loras/sub/left.bin"), "left");
+    fs::create_dir(t.t("loras/sub")).unwrap();
+    fs::hard_link(t.l("loras/sub/moved.bin"), t.t("loras/sub/moved.bin")).unwrap();
+    apply(&mut f, SETTLED);
+    let inv = inventory(t.root());
+    assert_eq!(inv.get(b"moved".as_slice()).copied(), Some(1), "{inv:?}");
+    assert_eq!(inv.get(b"left".as_slice()).copied(), Some(1));
+    assert_eq!(fs::read_to_string(t.t("loras/sub/moved.bin")).unwrap(), "moved");
+    assert_converged(&mut f);
+}
