@@ -19,7 +19,8 @@ use linkfarm_core::{Action, Farm, LinkDirObs, Op};
 
 use crate::observe::{open_link_dir, LinkDirOpen};
 use crate::prims::{
-    device, is_symlink, lstat_at, open_dir_at, open_dir_path, probe, Caps, MoveError, Prims, Removed,
+    device, is_private, is_symlink, lstat_at, open_dir_at, open_dir_path, probe, Caps, MoveError, Prims,
+    Removed,
 };
 use crate::{parent_of, temp_name, CapsState, FsError, Outcome};
 
@@ -592,7 +593,12 @@ impl<'a> Applier<'a> {
             if i > 0 {
                 d.push(format!(".{i}"));
             }
-            match self.p.move_noreplace(from, name, q.as_fd(), &d) {
+            let moved = if is_private(q.as_fd()) {
+                self.p.move_into_private(from, name, q.as_fd(), &d)
+            } else {
+                self.p.move_noreplace(from, name, q.as_fd(), &d)
+            };
+            match moved {
                 Ok(()) => return Ok(d),
                 Err(MoveError::Exists) => continue,
                 Err(MoveError::Gone) => return Err(Step::Raced(format!("{} is gone", show.display()))),
@@ -647,7 +653,12 @@ impl<'a> Applier<'a> {
         }
         let sub = open_dir_at(q.as_fd(), dest).map_err(|e| self.fail("open", qpath.clone(), e))?;
         let show = self.link_path(link).join(child);
-        match self.p.move_noreplace(from.as_fd(), child, sub.as_fd(), child) {
+        let moved = if is_private(q.as_fd()) {
+            self.p.move_into_private(from.as_fd(), child, sub.as_fd(), child)
+        } else {
+            self.p.move_noreplace(from.as_fd(), child, sub.as_fd(), child)
+        };
+        match moved {
             Ok(()) => {}
             Err(MoveError::Gone) => return Err(Step::Raced(format!("{} is gone", show.display()))),
             Err(MoveError::Io(e)) => {

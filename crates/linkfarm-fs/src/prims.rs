@@ -7,7 +7,9 @@
 //!
 //! - [`Prims::remove_if_symlink`]: the only way linkfarm unlinks a name (prune, dangling, temp
 //!   names, probe names).
-//! - [`Prims::move_noreplace`]: the only way user data moves (adopt, quarantine, put back).
+//! - [`Prims::move_noreplace`]: the only way user data moves into a folder clients can write
+//!   (adopt, put back); [`Prims::move_into_private`] into the quarantine, which only linkfarm
+//!   can write.
 //! - [`Prims::move_aside`]: moves a name to a temp name.
 //! - [`Prims::make_link`]: `symlinkat`, then the owner set through an fd of the very link made.
 //!
@@ -27,8 +29,8 @@
 //! whose EEXIST is atomic) and then checks what it holds.
 //!
 //! The one window that remains on a client's name is the §14 fallback for moving a file without
-//! `RENAME_NOREPLACE`: after `link(old, new)`, the old name is checked to still be the same
-//! inode and then unlinked. A client that renames another object over the old name in between
+//! `RENAME_NOREPLACE` into the target: after `link(old, new)`, the old name is checked to still
+//! be the same inode and then unlinked. A client that renames another object over the old name in between
 //! loses it. [`Caps::window`] says so, and `doctor` prints it for every farm that uses it.
 
 use std::ffi::{OsStr, OsString};
@@ -71,6 +73,12 @@ pub(crate) fn is_symlink(st: &FileStat) -> bool {
 
 pub(crate) fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// Whether only linkfarm can write into `dir`: owned by linkfarm's user and not writable by group
+/// or others (the quarantine that linkfarm creates is 0700).
+pub(crate) fn is_private(dir: BorrowedFd<'_>) -> bool {
+    fstat(dir).is_ok_and(|st| st.st_uid == nix::unistd::geteuid().as_raw() && st.st_mode & 0o022 == 0)
 }
 
 /// The device of an open directory.
@@ -124,8 +132,8 @@ impl Caps {
         match (self.noreplace, self.link) {
             (true, _) => "none on client names",
             (false, true) => {
-                "a file that a client renames over an adopted or quarantined file's old name in \
-                 the microseconds between linkfarm's same-inode check and its unlink() is lost"
+                "a file that a client renames over an adopted file's old name in the microseconds \
+                 between linkfarm's same-inode check and its unlink() is lost"
             }
             (false, false) => "none (nothing of a client's is moved)",
         }
@@ -239,6 +247,28 @@ impl Prims {
             ));
         }
         self.move_tree(from, name, to, to_name, 0)
+    }
+
+    /// Moves `name` from `from` to `to_name` in `to`, a directory no client can write (the
+    /// quarantine: linkfarm's own, mode 0700, see [`is_private`]). Without `RENAME_NOREPLACE`, a
+    /// plain `rename` onto a name just checked free: nobody else can take that name in between,
+    /// and the move stays one atomic step (a crash leaves the object at one name, never two).
+    pub(crate) fn move_into_private(
+        &mut self,
+        from: BorrowedFd<'_>,
+        name: &OsStr,
+        to: BorrowedFd<'_>,
+        to_name: &OsStr,
+    ) -> Result<(), MoveError> {
+        if self.caps.noreplace {
+            return self.move_noreplace(from, name, to, to_name);
+        }
+        match lstat_at(to, to_name) {
+            Err(Errno::ENOENT) => {}
+            Ok(_) => return Err(MoveError::Exists),
+            Err(e) => return Err(MoveError::Io(e)),
+        }
+        self.w(|| renameat(from, name, to, to_name)).map_err(move_error)
     }
 
     fn move_tree(

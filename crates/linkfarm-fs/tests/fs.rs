@@ -707,12 +707,23 @@ fn without_noreplace_an_adoption_clash_goes_to_the_quarantine_and_overwrites_not
 #[test]
 fn without_noreplace_a_quarantined_folder_moves_whole() {
     let t = Tree::new(&["vae"]);
+    use std::os::unix::fs::MetadataExt;
     let mut f = pinned(&t, "[vae]", "    on_conflict: quarantine\n", NFS);
     t.write(&t.l("vae/a/b"), "client");
+    let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+    let (dir, file) = (ino(&t.l("vae")), ino(&t.l("vae/a/b")));
     let before = inventory(t.root());
-    apply(&mut f, SETTLED);
+    let r = apply(&mut f, SETTLED);
     assert_eq!(link_text(&t.l("vae")).unwrap(), t.t("vae"));
     assert_eq!(inventory(t.root()), before);
+    // Into the quarantine (linkfarm's own 0700 folder) the move is one rename even without
+    // RENAME_NOREPLACE: the folder is the same inode, not a copy made file by file, so a crash
+    // cannot leave its files under two names.
+    let Outcome::Done(Some(q)) = &r.results[0].outcome else {
+        panic!("{r:#?}")
+    };
+    assert_eq!(ino(q), dir);
+    assert_eq!(ino(&q.join("a/b")), file);
     assert_converged(&mut f);
 }
 
