@@ -30,8 +30,11 @@
 //!
 //! The one window that remains on a client's name is the §14 fallback for moving a file without
 //! `RENAME_NOREPLACE` into the target: after `link(old, new)`, the old name is checked to still
-//! be the same inode and then unlinked. A client that renames another object over the old name in between
-//! loses it. [`Caps::window`] says so, and `doctor` prints it for every farm that uses it.
+//! be the same inode and then unlinked (also when a pass finishes such a move that a crash cut
+//! in two). A client that renames another object over the old name in between loses it.
+//! [`Caps::window`] says so, and `doctor` prints it for every farm that uses it. Into the
+//! quarantine no such window exists: only linkfarm can write there ([`is_private`]), so a plain
+//! `rename` onto a name checked free is safe, and atomic.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
