@@ -229,11 +229,7 @@ impl Watches {
         let mut added = Vec::new();
         // A directory can vanish between its stat and inotify_add_watch; then the targets are
         // computed again, so its ancestor gets the watch instead.
-        for _ in 0..4 {
-            if !self.ensure_once(wanted, &mut added) {
-                break;
-            }
-        }
+        super::rounds::repeat(|| self.ensure_once(wanted, &mut added));
         let unwatched: BTreeSet<PathBuf> = wanted
             .iter()
             .filter(|p| !self.current.contains_key(*p))
@@ -358,13 +354,6 @@ pub fn log_error(last: &mut Option<String>, msg: String) {
         warn!("watcher: {msg}");
         *last = Some(msg);
     }
-}
-
-/// Whether an event on the config file means it is complete and should be read: closed after
-/// writing, renamed onto its name (an editor's atomic save) or removed. A write in progress is
-/// not: reading it then would log a bogus error.
-pub fn config_settled(kind: Kind) -> bool {
-    matches!(kind, Kind::Written | Kind::Renamed | Kind::Removed)
 }
 
 #[cfg(test)]
