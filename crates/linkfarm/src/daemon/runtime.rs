@@ -127,6 +127,19 @@ struct LinkRt {
     flapping: bool,
 }
 
+impl LinkRt {
+    /// Forgets the repairs older than the window.
+    fn forget_old(&mut self, now: Instant) {
+        while self
+            .repairs
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FLAP_WINDOW)
+        {
+            self.repairs.pop_front();
+        }
+    }
+}
+
 /// A farm's memory between passes. See the module doc.
 #[derive(Debug, Default)]
 pub struct Runtime {
@@ -244,6 +257,7 @@ impl Runtime {
             return None; // this link's repair in this pass is counted already
         }
         l.counted = pass;
+        l.forget_old(now);
         l.repairs.push_back(now);
         if l.repairs.len() < FLAP_REPAIRS {
             return None;
@@ -278,13 +292,7 @@ impl Runtime {
     pub fn expire(&mut self, now: Instant) -> Vec<OsString> {
         let mut calm = Vec::new();
         self.links.retain(|name, l| {
-            while l
-                .repairs
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > FLAP_WINDOW)
-            {
-                l.repairs.pop_front();
-            }
+            l.forget_old(now);
             if l.hold_until.is_some_and(|t| t <= now) {
                 l.hold_until = None;
             }
