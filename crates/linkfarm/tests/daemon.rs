@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,40 +16,21 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(15);
+use linkfarm_testsupport::{wait_for, DEADLINE};
 
-/// Polls `cond` until it holds or the deadline passes.
-#[track_caller]
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
+/// The shared temp tree with link_dir `share/up`, and the daemon's config and state file in it.
+struct Tree(linkfarm_testsupport::Tree);
+
+impl std::ops::Deref for Tree {
+    type Target = linkfarm_testsupport::Tree;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-struct Tree {
-    dir: tempfile::TempDir,
 }
 
 impl Tree {
     fn new(targets: &[&str]) -> Tree {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("models")).unwrap();
-        fs::create_dir_all(dir.path().join("share/up")).unwrap();
-        for t in targets {
-            fs::create_dir(dir.path().join("models").join(t)).unwrap();
-        }
-        Tree { dir }
-    }
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-    fn t(&self, n: &str) -> PathBuf {
-        self.root().join("models").join(n)
-    }
-    fn l(&self, n: &str) -> PathBuf {
-        self.root().join("share/up").join(n)
+        Tree(linkfarm_testsupport::Tree::new("share/up", targets))
     }
     fn cfg(&self) -> PathBuf {
         self.root().join("linkfarm.yaml")
@@ -69,9 +50,6 @@ impl Tree {
         let tmp = self.root().join(".linkfarm.yaml.new");
         fs::write(&tmp, self.config_text(entries, farm_extra, settings)).unwrap();
         fs::rename(&tmp, self.cfg()).unwrap();
-    }
-    fn linked(&self, n: &str) -> bool {
-        fs::read_link(self.l(n)).ok() == Some(self.t(n))
     }
 }
 
@@ -265,6 +243,8 @@ fn target_dir_away_changes_nothing_and_back_converges() {
         !t.l("a").exists() && t.l("b").is_symlink(),
         "nothing in link_dir changed"
     );
+    // The log is read by a thread of its own: it may lag behind the state file.
+    d.wait_logged("degraded: target_dir");
     assert_eq!(
         d.count("degraded: target_dir"),
         1,
@@ -841,4 +821,44 @@ fn a_file_put_where_a_link_was_deleted_is_never_replaced() {
             "nothing was written into {n}"
         );
     }
+}
+
+/// The `reason` field of the log records whose message contains `needle`.
+fn reasons(d: &Daemon, needle: &str) -> Vec<String> {
+    d.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .map(|v| v["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Issue 11 §4: a missing parent of link_dir was logged `reason=security`, which it is not; a
+/// link_dir that turns into a symlink still is.
+#[test]
+fn a_missing_parent_of_link_dir_is_no_security_event_a_symlinked_link_dir_is() {
+    let t = Tree::new(&["a"]);
+    fs::remove_dir_all(t.root().join("share")).unwrap();
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("error state", || farm_state(&t) == "error");
+    d.wait_logged("does not exist");
+    assert_eq!(reasons(&d, "does not exist"), ["link_dir"]);
+    // The parent comes back in one step, with link_dir a symlink to elsewhere.
+    let elsewhere = t.root().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let staging = t.root().join("staging");
+    fs::create_dir(&staging).unwrap();
+    symlink(&elsewhere, staging.join("up")).unwrap();
+    fs::rename(&staging, t.root().join("share")).unwrap();
+    d.wait_logged("is a symlink");
+    assert_eq!(reasons(&d, "is a symlink"), ["security"]);
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written through it"
+    );
+    assert_eq!(farm_state(&t), "error");
 }

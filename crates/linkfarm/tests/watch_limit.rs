@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: &str = "/proc/sys/fs/inotify/max_user_watches";
 
@@ -16,15 +16,9 @@ impl Drop for Restore {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+#[track_caller]
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    linkfarm_testsupport::wait_for_within(what, Duration::from_secs(20), cond);
 }
 
 #[test]
