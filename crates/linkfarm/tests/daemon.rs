@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -861,4 +861,76 @@ fn a_missing_parent_of_link_dir_is_no_security_event_a_symlinked_link_dir_is() {
         "nothing written through it"
     );
     assert_eq!(farm_state(&t), "error");
+}
+
+/// SPEC §4 (amended): however the daemon holds `link_dir` between repairs, a component of its
+/// path swapped for a symlink after a repair is refused as a security event, and nothing is
+/// written through the new path, neither by a full pass nor by the spot passes its events call.
+#[test]
+fn a_path_component_swapped_for_a_symlink_between_repairs_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("first repair", || t.linked("a"));
+    // Elsewhere, a look-alike tree: link_dir's name under it, missing one link, another wrong.
+    let evil = t.root().join("evil");
+    fs::create_dir_all(evil.join("up")).unwrap();
+    symlink("/etc", evil.join("up/b")).unwrap();
+    let before: Vec<_> = {
+        let mut v: Vec<_> = fs::read_dir(evil.join("up"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    fs::rename(t.root().join("share"), t.root().join("share.real")).unwrap();
+    symlink(&evil, t.root().join("share")).unwrap();
+    wait_for("refused", || farm_state(&t) == "error");
+    d.wait_logged("changed to a symlink");
+    assert_eq!(
+        reasons(&d, "changed to a symlink").first().map(String::as_str),
+        Some("security")
+    );
+    // Events in the look-alike link_dir (now what the path names) call for passes there.
+    fs::write(evil.join("up/c"), "x").unwrap();
+    fs::remove_file(evil.join("up/c")).unwrap();
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("a pass after the events", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
+    });
+    let mut after: Vec<_> = fs::read_dir(evil.join("up"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    after.sort();
+    assert_eq!(after, before, "nothing written through the swapped path");
+    assert_eq!(fs::read_link(evil.join("up/b")).unwrap(), Path::new("/etc"));
+    assert_eq!(farm_state(&t), "error");
+}
+
+/// An ancestor of link_dir renamed away and a new link_dir made in its place (an admin moving
+/// the share): the watch, which follows its inode, must move to the new directory, or deletions
+/// there go unseen. (It stayed on the old one: only a rename of the watched directory itself
+/// re-checked the watches.)
+#[test]
+fn link_dir_made_anew_after_its_parent_was_renamed_away_is_watched() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    fs::rename(t.root().join("share"), t.root().join("share.old")).unwrap();
+    fs::create_dir_all(t.root().join("share/up")).unwrap();
+    wait_for("links in the new link_dir", || t.linked("a") && t.linked("b"));
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("a deletion in the new link_dir repaired", || t.linked("a"));
+    assert!(
+        t.root().join("share.old/up/a").is_symlink(),
+        "the old dir is left alone"
+    );
+    assert_eq!(d.stop(), 0);
 }

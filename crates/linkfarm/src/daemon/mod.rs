@@ -257,25 +257,19 @@ impl Daemon {
         self.rewatch = true;
     }
 
-    /// Routes one event; returns whether the config file is to be re-read. A watched directory
-    /// renamed or removed (its watch follows the inode elsewhere or ends), or an ancestor of a
-    /// directory watched only through it, also sends the watches for a look.
+    /// Routes one event; returns whether the config file is to be re-read. An event at a
+    /// watched directory or one of its ancestors also sends the watches for a look: a watch
+    /// follows its inode, so after a rename of the directory or of an ancestor it would report
+    /// another directory's events under the wanted path, and one on a directory renamed or
+    /// removed ends or moves with it.
     fn event(&mut self, p: &Path, kind: watch::Kind) -> bool {
         use watch::Kind;
         let routed = self.router.event(p, kind);
-        if routed.watched_path {
+        if routed.watched_path && kind != Kind::Written {
+            self.rewatch = true;
             if let Some(w) = &mut self.watches {
                 if matches!(kind, Kind::Renamed | Kind::Removed | Kind::SelfGone) && w.is_watched(p) {
                     w.invalidate(p);
-                    self.rewatch = true;
-                }
-                if self
-                    .router
-                    .wanted_under(p)
-                    .iter()
-                    .any(|d| d == p || !w.is_watched(d))
-                {
-                    self.rewatch = true;
                 }
             }
         }

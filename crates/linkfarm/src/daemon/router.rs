@@ -77,8 +77,8 @@ pub struct Router {
     /// Directory → who needs a full pass when a child changes.
     full_in: HashMap<PathBuf, Vec<Id>>,
     /// A wanted directory or any ancestor of one → the reconcilers with a directory at or under
-    /// it (a change there may have moved that directory), and the wanted directories under it.
-    under: HashMap<PathBuf, (Vec<Id>, Vec<PathBuf>)>,
+    /// it (a change there may have moved that directory).
+    under: HashMap<PathBuf, Vec<Id>>,
     /// Every wanted directory, the config file's among them.
     wanted: BTreeSet<PathBuf>,
     queue: BTreeMap<Id, Look>,
@@ -92,16 +92,11 @@ impl Router {
             ..Router::default()
         };
         let config_dir = config.parent().map(Path::to_owned);
-        let add_under = |dir: &Path, id: Option<Id>, under: &mut HashMap<_, (Vec<Id>, Vec<PathBuf>)>| {
+        let add_under = |dir: &Path, id: Option<Id>, under: &mut HashMap<PathBuf, Vec<Id>>| {
             for a in dir.ancestors() {
-                let (ids, dirs): &mut (Vec<Id>, Vec<PathBuf>) = under.entry(a.to_owned()).or_default();
-                if let Some(id) = id {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-                if !dirs.iter().any(|d| d == dir) {
-                    dirs.push(dir.to_owned());
+                let ids = under.entry(a.to_owned()).or_default();
+                if let Some(id) = id.filter(|id| !ids.contains(id)) {
+                    ids.push(id);
                 }
             }
         };
@@ -131,12 +126,6 @@ impl Router {
         &self.wanted
     }
 
-    /// The wanted directories at or under `path` (empty when it is none of them or their
-    /// ancestors).
-    pub fn wanted_under(&self, path: &Path) -> &[PathBuf] {
-        self.under.get(path).map_or(&[], |(_, d)| d.as_slice())
-    }
-
     /// Routes an event at `path`.
     pub fn event(&mut self, path: &Path, kind: Kind) -> Routed {
         let reload = path == self.config && config_settled(kind);
@@ -150,7 +139,7 @@ impl Router {
             return routed;
         }
         // The path is a watched directory or an ancestor: whoever depends on it looks at all.
-        if let Some((ids, _)) = under {
+        if let Some(ids) = under {
             for id in ids.clone() {
                 self.full(id);
             }
@@ -196,7 +185,7 @@ impl Router {
     /// A watch was just added at `path`: what happened under it before produced no event, so
     /// whoever has a directory at or under it looks at all.
     pub fn watch_added(&mut self, path: &Path) {
-        if let Some((ids, _)) = self.under.get(path) {
+        if let Some(ids) = self.under.get(path) {
             for id in ids.clone() {
                 self.full(id);
             }
@@ -279,7 +268,8 @@ mod tests {
         let routed = r.event(Path::new("/srv/m"), Kind::Renamed);
         assert!(routed.watched_path);
         assert_eq!(r.take(), BTreeMap::from([(0, Look::Full)]));
-        assert_eq!(r.wanted_under(Path::new("/srv")).len(), 2);
+        assert!(r.event(Path::new("/srv"), Kind::Changed).watched_path);
+        r.take();
         // Unrelated paths route nowhere.
         assert!(!r.event(Path::new("/srv/m/other/x"), Kind::Created).watched_path);
         assert!(!r.event(Path::new("/srv/x"), Kind::Created).watched_path);
