@@ -603,11 +603,16 @@ fn upload_storm_inside_a_target_costs_no_pass() {
         "10,000 uploads caused {} passes",
         after - passes
     );
-    assert_eq!(
-        inotify_watches(d.pid()),
-        3,
-        "target_dir, link_dir, config dir: nothing inside a target"
-    );
+    // target_dir, link_dir, the config dir, and the guards of link_dir's path (SPEC §4 as
+    // amended: its ancestors); nothing inside a target.
+    let mut dirs: std::collections::BTreeSet<PathBuf> = t
+        .root()
+        .join("share/up")
+        .ancestors()
+        .map(Path::to_owned)
+        .collect();
+    dirs.insert(t.root().join("models"));
+    assert_eq!(inotify_watches(d.pid()), dirs.len(), "{dirs:?}");
     assert_eq!(fs::read_dir(t.t("checkpoints")).unwrap().count(), 10_000);
 }
 
@@ -933,4 +938,53 @@ fn link_dir_made_anew_after_its_parent_was_renamed_away_is_watched() {
         "the old dir is left alone"
     );
     assert_eq!(d.stop(), 0);
+}
+
+/// SPEC §4 as amended: link_dir's fd is held between repairs, guarded by watches on every
+/// ancestor. A component in a directory watched only as a guard (not the config's, not a farm's)
+/// swapped for a symlink between two repairs is seen at once: refused as a security event, and
+/// the next deletions are not repaired through the new path.
+#[test]
+fn a_component_swapped_in_a_guarded_ancestor_between_repairs_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    let x = t.root().join("share/x");
+    fs::create_dir_all(x.join("up")).unwrap();
+    fs::write(
+        t.cfg(),
+        "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/x/up\n    entries: [a, b]\n\
+         settings:\n  state_file: state.json\n  resync_interval: 0\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let linked = |dir: &Path, n: &str| fs::read_link(dir.join(n)).ok() == Some(t.t(n));
+    wait_for("converged", || {
+        linked(&x.join("up"), "a") && linked(&x.join("up"), "b")
+    });
+    fs::remove_file(x.join("up/a")).unwrap();
+    wait_for("first repair, through the held fd", || linked(&x.join("up"), "a"));
+    // Swap share/x for a symlink to a look-alike; only the guard on share/ sees it.
+    let evil = t.root().join("evil");
+    fs::create_dir_all(evil.join("up")).unwrap();
+    fs::rename(&x, t.root().join("share/x.real")).unwrap();
+    symlink(&evil, &x).unwrap();
+    wait_for("refused", || farm_state(&t) == "error");
+    d.wait_logged("changed to a symlink");
+    assert_eq!(
+        reasons(&d, "changed to a symlink").first().map(String::as_str),
+        Some("security")
+    );
+    // A deletion in the look-alike (what the path names now) is not repaired through it.
+    fs::write(evil.join("up/c"), "x").unwrap();
+    fs::remove_file(evil.join("up/c")).unwrap();
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("a pass after the events", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
+    });
+    assert_eq!(
+        fs::read_dir(evil.join("up")).unwrap().count(),
+        0,
+        "nothing written through the swapped path"
+    );
+    assert_eq!(farm_state(&t), "error");
 }

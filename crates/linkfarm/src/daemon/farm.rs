@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::rounds::{self, Hooks};
 use super::router::{Interest, Look, Names, Role};
 use super::runtime::{PassEnd, Runtime, Spot, SpotEnd, State, FLAP_WINDOW};
-use super::{Reconciled, Reconciler};
+use super::{Reconciled, Reconciler, Watched};
 
 /// What the state file and `STATUS=` say about a farm besides its state.
 #[derive(Debug, Clone, Default)]
@@ -100,6 +100,9 @@ impl FarmRt {
     /// One full pass: plan, apply in rounds what is not held back, and let the runtime decide
     /// the state and the next look. Only a full pass decides the farm's state.
     fn full_pass(&mut self) {
+        // A full look is what the router asks for after any event on link_dir's path (and
+        // after timers and reloads): link_dir is opened by path and checked again.
+        self.fs.invalidate_link_dir();
         self.rt.begin_pass();
         let adopt_after = self.adopt_after;
         let plan = self.fs.plan(adopt_after, SystemTime::now());
@@ -276,7 +279,7 @@ fn link_dir_reason(why: &str) -> &'static str {
 impl Reconciler for FarmRt {
     fn interests(&self) -> Vec<Interest> {
         let f = self.fs.farm();
-        vec![
+        let mut v = vec![
             Interest {
                 dir: f.target_dir.clone(),
                 role: Role::Full,
@@ -285,7 +288,13 @@ impl Reconciler for FarmRt {
                 dir: f.link_dir.clone(),
                 role: Role::Names,
             },
-        ]
+        ];
+        // link_dir's fd is held between passes: every component of its path is guarded.
+        v.extend(f.link_dir.ancestors().skip(1).map(|a| Interest {
+            dir: a.to_owned(),
+            role: Role::Guard,
+        }));
+        v
     }
 
     fn reconcile(&mut self, look: &Look) -> Reconciled {
@@ -305,8 +314,10 @@ impl Reconciler for FarmRt {
         self.rt.due()
     }
 
-    fn set_blind(&mut self, blind: bool, now: Instant) {
-        self.rt.set_blind(blind, now);
+    fn watched(&mut self, w: Watched, now: Instant) {
+        self.rt.set_blind(w.blind, now);
+        // The held link_dir fd is safe only while every component of its path is watched.
+        self.fs.set_hold_link_dir(w.guarded);
     }
 }
 

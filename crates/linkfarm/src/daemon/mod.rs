@@ -50,8 +50,17 @@ pub trait Reconciler {
     fn reconcile(&mut self, look: &Look) -> Reconciled;
     /// The earliest time it wants a full look without an event.
     fn due(&self) -> Option<Instant>;
-    /// Whether its directories cannot be watched directly (then it is polled until they can).
-    fn set_blind(&mut self, blind: bool, now: Instant);
+    /// How its directories are watched now (after every change of the watches).
+    fn watched(&mut self, w: Watched, now: Instant);
+}
+
+/// How a reconciler's directories are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    /// Some of its directories cannot be watched directly: it is polled until they can.
+    pub blind: bool,
+    /// Every directory it depends on, its guards included, is watched directly.
+    pub guarded: bool,
 }
 
 /// What a look came to.
@@ -217,7 +226,7 @@ impl Daemon {
                     WatcherSetting::Poll => true,
                     WatcherSetting::Inotify => false,
                     WatcherSetting::Auto => {
-                        let net = [&f.target_dir, &f.link_dir].into_iter().find_map(|p| network_fs(p));
+                        let net = [&f.target_dir, &f.link_dir].into_iter().find_map(|p| linkfarm_fs::network_fs(p));
                         if let Some(kind) = net {
                             info!(farm = %f.name, "{kind} filesystem: inotify misses remote changes, polling every {}s", settings.poll_interval.as_secs_f32());
                         }
@@ -325,26 +334,30 @@ impl Daemon {
         let wanted = self.router.wanted().clone();
         let (unwatched, added) = match &mut self.watches {
             Some(w) => w.ensure(&wanted),
-            None => (wanted, Vec::new()),
+            None => (wanted.into_keys().collect(), Vec::new()),
         };
         for a in &added {
             self.router.watch_added(a);
         }
         // A reconciler whose directories cannot be watched directly is found by its ancestor's
-        // events when they come back; if no watch at all is possible, it is polled.
+        // events when they come back; if no watch at all is possible, it is polled. One whose
+        // guards are not all watched must not rely on them.
         let now = Instant::now();
         let no_watcher = self.watches.is_none();
         for id in 0..self.count() {
             let r = self.reconciler(id);
+            let interests = r.interests();
             let blind = no_watcher
-                || r.interests().iter().any(|i| {
+                || interests.iter().any(|i| {
                     unwatched.contains(&i.dir)
                         && match i.role {
                             Role::Names => std::fs::symlink_metadata(&i.dir).is_ok_and(|m| m.is_dir()),
                             Role::Full => i.dir.is_dir(),
+                            Role::Guard => false,
                         }
                 });
-            r.set_blind(blind, now);
+            let guarded = !no_watcher && interests.iter().all(|i| !unwatched.contains(&i.dir));
+            r.watched(Watched { blind, guarded }, now);
         }
         !self.router.is_empty()
     }
@@ -451,24 +464,4 @@ fn status_line(farms: &[FarmRt], reload_failed: bool) -> String {
         s.push_str("; last reload FAILED (see the log)");
     }
     s
-}
-
-/// The kind of network or FUSE filesystem `path` (or its nearest existing ancestor) is on.
-pub fn network_fs(path: &Path) -> Option<&'static str> {
-    use nix::sys::statfs::{statfs, FUSE_SUPER_MAGIC, NFS_SUPER_MAGIC, SMB_SUPER_MAGIC};
-    const CIFS: i64 = 0xFF53_4D42;
-    const SMB2: i64 = 0xFE53_4D42;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let t = statfs(existing).ok()?.filesystem_type();
-    #[allow(clippy::unnecessary_cast)]
-    let raw = t.0 as i64;
-    if t == NFS_SUPER_MAGIC {
-        Some("NFS")
-    } else if t == SMB_SUPER_MAGIC || raw == CIFS || raw == SMB2 {
-        Some("CIFS/SMB")
-    } else if t == FUSE_SUPER_MAGIC {
-        Some("FUSE")
-    } else {
-        None
-    }
 }

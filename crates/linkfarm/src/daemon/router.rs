@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::watch::Kind;
+use super::watch::{Kind, Watch};
 
 /// A reconciler's index in the loop's list.
 pub type Id = usize;
@@ -48,6 +48,10 @@ pub enum Role {
     /// Any change in it calls for a full pass (a farm's `target_dir`: which links are desired
     /// may have changed).
     Full,
+    /// Only a move or deletion of the next component of the path matters, and calls for a full
+    /// pass (an ancestor of a `link_dir` whose fd is held, SPEC §4 as amended). Watched for
+    /// just that; events on its other names route nowhere.
+    Guard,
 }
 
 /// A directory a reconciler depends on: watched, and routed by its [`Role`].
@@ -79,8 +83,8 @@ pub struct Router {
     /// A wanted directory or any ancestor of one → the reconcilers with a directory at or under
     /// it (a change there may have moved that directory).
     under: HashMap<PathBuf, Vec<Id>>,
-    /// Every wanted directory, the config file's among them.
-    wanted: BTreeSet<PathBuf>,
+    /// Every wanted directory, the config file's among them, and how to watch it.
+    wanted: BTreeMap<PathBuf, Watch>,
     queue: BTreeMap<Id, Look>,
 }
 
@@ -100,29 +104,38 @@ impl Router {
                 }
             }
         };
+        let want = |wanted: &mut BTreeMap<PathBuf, Watch>, dir: &Path, how: Watch| {
+            let w = wanted.entry(dir.to_owned()).or_insert(how);
+            *w = (*w).min(how);
+        };
         for (id, list) in interests.iter().enumerate() {
             for i in list {
                 let map = match i.role {
                     Role::Names => &mut r.names_in,
                     Role::Full => &mut r.full_in,
+                    Role::Guard => {
+                        // Its own ancestors are the guarded directory's too: `under` has them.
+                        want(&mut r.wanted, &i.dir, Watch::Guard);
+                        continue;
+                    }
                 };
                 let ids = map.entry(i.dir.clone()).or_default();
                 if !ids.contains(&id) {
                     ids.push(id);
                 }
                 add_under(&i.dir, Some(id), &mut r.under);
-                r.wanted.insert(i.dir.clone());
+                want(&mut r.wanted, &i.dir, Watch::Full);
             }
         }
         if let Some(d) = config_dir {
             add_under(&d, None, &mut r.under);
-            r.wanted.insert(d);
+            want(&mut r.wanted, &d, Watch::Full);
         }
         r
     }
 
-    /// The directories to watch.
-    pub fn wanted(&self) -> &BTreeSet<PathBuf> {
+    /// The directories to watch, and how.
+    pub fn wanted(&self) -> &BTreeMap<PathBuf, Watch> {
         &self.wanted
     }
 

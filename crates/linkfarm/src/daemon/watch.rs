@@ -39,6 +39,37 @@ fn mask() -> WatchMask {
         | WatchMask::EXCL_UNLINK
 }
 
+/// The events that can matter on an ancestor of a `link_dir` (SPEC §4 as amended: the held
+/// `link_dir` fd is guarded by watches on every ancestor): a component name moved or deleted,
+/// or the directory itself. Not creations (a component can only be created after it was moved
+/// or deleted, and then `link_dir` is missing and its nearest ancestor gets the full mask) and
+/// not writes: an ancestor such as /tmp may be busy, and its other names cost nothing then.
+fn guard_mask() -> WatchMask {
+    WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK
+        // Added to the full mask, not in its place, when one directory is watched both ways
+        // (two paths naming one inode).
+        | WatchMask::MASK_ADD
+}
+
+/// How a wanted directory is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Watch {
+    /// Every event that can matter ([`mask`]).
+    Full,
+    /// Only moves and deletions of its names and itself: the ancestors of a `link_dir`.
+    Guard,
+}
+
+/// A directory to watch: its (device, inode) and how.
+type Target = ((u64, u64), Watch);
+
 /// The inotify fd's raw events, read on the loop's thread.
 pub struct Stream {
     fd: AsyncFd<Inotify>,
@@ -129,8 +160,9 @@ pub enum Msg {
 /// The set of watches and what each one currently points at.
 pub struct Watches {
     handle: inotify::Watches,
-    /// Path actually watched → (device, inode) when the watch was added, and its descriptor.
-    current: BTreeMap<PathBuf, ((u64, u64), WatchDescriptor)>,
+    /// Path actually watched → (device, inode) and how when the watch was added, and its
+    /// descriptor.
+    current: BTreeMap<PathBuf, (Target, WatchDescriptor)>,
     /// Descriptor → the watched paths it serves (two paths can name one directory).
     paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
     /// Paths that could not be watched, with the error (logged once).
@@ -225,13 +257,15 @@ impl Watches {
     /// directory, not a symlink), else its nearest existing ancestor. Returns the wanted paths
     /// that are not watched directly (their farm should be polled) and the paths that were
     /// newly watched (whatever changed under them before the watch existed was not seen).
-    pub fn ensure(&mut self, wanted: &BTreeSet<PathBuf>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
+    /// A directory watched directly as a guard and as the fallback of a missing one gets the
+    /// full mask.
+    pub fn ensure(&mut self, wanted: &BTreeMap<PathBuf, Watch>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
         let mut added = Vec::new();
         // A directory can vanish between its stat and inotify_add_watch; then the targets are
         // computed again, so its ancestor gets the watch instead.
         super::rounds::repeat(|| self.ensure_once(wanted, &mut added));
         let unwatched: BTreeSet<PathBuf> = wanted
-            .iter()
+            .keys()
             .filter(|p| !self.current.contains_key(*p))
             .cloned()
             .collect();
@@ -248,14 +282,18 @@ impl Watches {
     }
 
     /// One round of [`Watches::ensure`]; returns whether a directory vanished meanwhile.
-    fn ensure_once(&mut self, wanted: &BTreeSet<PathBuf>, added: &mut Vec<PathBuf>) -> bool {
-        let mut target: BTreeMap<PathBuf, (u64, u64)> = BTreeMap::new();
-        for p in wanted {
+    fn ensure_once(&mut self, wanted: &BTreeMap<PathBuf, Watch>, added: &mut Vec<PathBuf>) -> bool {
+        let mut target: BTreeMap<PathBuf, Target> = BTreeMap::new();
+        for (p, how) in wanted {
             let mut at = p.as_path();
             loop {
                 if let Ok(m) = std::fs::symlink_metadata(at) {
                     if m.is_dir() {
-                        target.insert(at.to_owned(), (m.dev(), m.ino()));
+                        // A stand-in for a missing directory watches for everything.
+                        let how = if at == p { *how } else { Watch::Full };
+                        let id = (m.dev(), m.ino());
+                        let e = target.entry(at.to_owned()).or_insert((id, how));
+                        e.1 = e.1.min(how);
                         break;
                     }
                 }
@@ -280,7 +318,11 @@ impl Watches {
             if self.current.contains_key(p) {
                 continue;
             }
-            match self.handle.add(p, mask()) {
+            let m = match id.1 {
+                Watch::Full => mask(),
+                Watch::Guard => guard_mask(),
+            };
+            match self.handle.add(p, m) {
                 Ok(wd) => {
                     tracing::debug!("watch {}", p.display());
                     added.push(p.clone());
