@@ -1,7 +1,9 @@
 //! inotify watches, non-recursive, on each farm's `target_dir` and `link_dir` and on the config
-//! file's directory, read by the loop itself. A watched directory that disappears (or is replaced:
-//! inotify watches inodes, so a renamed directory would otherwise keep reporting under its old
-//! name) is replaced by a watch on its nearest existing ancestor until it comes back.
+//! file's directory, read by the loop itself; and on every ancestor of a `link_dir`, for moves and
+//! deletions only ([`Watch::Guard`]): they guard the `link_dir` fd held between repairs (SPEC §4
+//! as amended). A watched directory that disappears (or is replaced: inotify watches inodes, so a
+//! renamed directory would otherwise keep reporting under its old name) is replaced by a watch on
+//! its nearest existing ancestor until it comes back.
 //!
 //! The inotify fd is read on the loop's own thread (a tokio `AsyncFd`), with a mask of exactly
 //! the events that can matter. (notify, which wraps the same crate, reads
