@@ -95,6 +95,9 @@ struct Daemon {
     watcher_error: Option<String>,
     /// Something changed that needs the watches to be re-checked.
     rewatch: bool,
+    /// When to try again the watches that failed (the watch limit reached, say), and the wait
+    /// after that: 1 s, doubling up to `poll_interval`, while they fail.
+    retry_watches: Option<(Instant, Duration)>,
     /// A pass ran since the state file was last written.
     unpublished: bool,
 }
@@ -123,6 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         reload_error: None,
         watcher_error: None,
         rewatch: true,
+        retry_watches: None,
         unpublished: true,
     };
     d.install_farms(Vec::new());
@@ -289,6 +293,9 @@ impl Daemon {
     /// A timer-driven pass also re-checks the watches, so a farm that lost its watches to a race
     /// gets them back without waiting for an event.
     fn timers(&mut self, now: Instant) {
+        if self.retry_watches.is_some_and(|(t, _)| t <= now) {
+            self.rewatch = true;
+        }
         if self.next_resync.is_some_and(|t| t <= now) {
             debug!("resync");
             self.full_all();
@@ -339,10 +346,23 @@ impl Daemon {
         for a in &added {
             self.router.watch_added(a);
         }
+        // Failed watches are tried again soon (a watch limit is often raised, or freed, within
+        // seconds), then less often; meanwhile their reconcilers are polled.
+        let now = Instant::now();
+        self.retry_watches = match (
+            self.watches.as_ref().is_some_and(Watches::failing),
+            self.retry_watches,
+        ) {
+            (false, _) => None,
+            (true, None) => Some((now + Duration::from_secs(1), Duration::from_secs(2))),
+            (true, Some((_, wait))) => {
+                let wait = wait.min(self.config.settings.poll_interval);
+                Some((now + wait, wait * 2))
+            }
+        };
         // A reconciler whose directories cannot be watched directly is found by its ancestor's
         // events when they come back; if no watch at all is possible, it is polled. One whose
         // guards are not all watched must not rely on them.
-        let now = Instant::now();
         let no_watcher = self.watches.is_none();
         for id in 0..self.count() {
             let r = self.reconciler(id);
@@ -366,6 +386,7 @@ impl Daemon {
         self.reconcilers()
             .filter_map(Reconciler::due)
             .chain(self.next_resync)
+            .chain(self.retry_watches.map(|(t, _)| t))
             .chain(self.watchdog.map(|(_, t)| t))
             .min()
     }

@@ -381,6 +381,12 @@ impl Watches {
         self.current.contains_key(path)
     }
 
+    /// Whether a directory could not be watched for a reason other than its absence (the
+    /// watch limit, for one): worth trying again soon.
+    pub fn failing(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
     /// Number of directories watched.
     pub fn len(&self) -> usize {
         self.current.len()
