@@ -161,6 +161,16 @@ check "SIGSTOP to the main PID: the watchdog kills and restarts it" wait_until 3
 ct rm $UP/clip
 check "the restarted daemon repairs" wait_until 10 ct test -L $UP/clip
 
+# --- one daemon per state file (SPEC §5): an admin tries `linkfarm run` in a terminal -------------
+pid=$(ct systemctl show -p MainPID --value linkfarm)
+second=$(ct timeout 20 linkfarm run 2>&1; echo "exit=$?")
+check "a second 'linkfarm run' exits 1 at once, naming the service's pid ($pid)" \
+    bash -c 'grep -q "exit=1$" <<<"$1" && grep -q "(pid $2)" <<<"$1"' _ "$second" "$pid"
+check "and the service runs on" test "$(ct systemctl is-active linkfarm)" = active
+check "a restart takes the lock over from the stopped daemon" ct systemctl restart linkfarm
+ct rm $UP/clip
+check "and the new daemon repairs" wait_until 10 ct test -L $UP/clip
+
 # --- invalid config at start -----------------------------------------------------------------------
 ct systemctl stop linkfarm
 ct bash -c "printf 'version: 1\nfarms: []\n' >$CFG"

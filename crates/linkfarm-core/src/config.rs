@@ -6,15 +6,16 @@
 //! file itself (the caller passes the text) and never looks at the filesystem: user and group
 //! names are resolved through the [`IdLookup`] the caller provides.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSetBuilder};
+use globset::Glob;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use crate::names::NameFilter;
 use crate::paths::{absolutize, is_safe_name, is_within};
 use crate::spec::{Config, Entries, Entry, Farm, LinkStyle, OnConflict, Owner, Settings, Watcher};
 use crate::time::parse_duration;
@@ -352,6 +353,7 @@ fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, C
         }
     }
     check_overlaps(&farms, &mut d);
+    share_link_dirs(&mut farms);
 
     if d.0.is_empty() {
         Ok(Config {
@@ -522,20 +524,17 @@ fn validate_farm(raw: RawFarm, base: &Path, ids: &dyn IdLookup, d: &mut Diags) -
                 Some(list) => list.value,
                 None => vec![Spanned::new(".*".into(), Location::UNKNOWN, Location::UNKNOWN)],
             };
-            let mut b = GlobSetBuilder::new();
             for p in &pats {
-                match Glob::new(&p.value) {
-                    Ok(g) => {
-                        b.add(g);
-                    }
-                    Err(e) => d.at(
+                if let Err(e) = Glob::new(&p.value) {
+                    d.at(
                         p.referenced,
                         format!("bad exclude pattern `{}`: {}", p.value, e.kind()),
                         "write a shell glob such as `.*` or `tmp-*`",
-                    ),
+                    );
                 }
             }
-            let exclude = b.build().unwrap_or_else(|_| globset::GlobSet::empty());
+            // Every pattern compiled above; a bad one was reported with its location.
+            let exclude = NameFilter::new(pats.iter().map(|p| p.value.as_str())).unwrap_or_default();
             Some(Entries::All {
                 exclude,
                 patterns: pats.into_iter().map(|p| p.value).collect(),
@@ -638,6 +637,7 @@ fn validate_farm(raw: RawFarm, base: &Path, ids: &dyn IdLookup, d: &mut Diags) -
         prune: raw.prune.unwrap_or(true),
         on_conflict: raw.on_conflict.unwrap_or(OnConflict::Adopt),
         quarantine_dir: quarantine_dir?,
+        neighbours: BTreeSet::new(),
     })
 }
 
@@ -756,6 +756,27 @@ fn check_overlaps(farms: &[(Location, Farm)], d: &mut Diags) {
             };
             if let Some(msg) = msg {
                 d.at(*loc_a, msg, "give each farm its own link paths");
+            }
+        }
+    }
+}
+
+/// Farms may share a `link_dir` with explicit, distinct link names (`check_overlaps` refuses
+/// the rest). Each one learns the names its neighbours manage there, so that its prune leaves them
+/// alone: a link of farm `two` resolves into farm `one`'s `target_dir` when they share it, and
+/// would otherwise look like one of `one`'s links that is no longer desired.
+fn share_link_dirs(farms: &mut [(Location, Farm)]) {
+    let names: Vec<(PathBuf, Vec<String>)> = farms
+        .iter()
+        .map(|(_, f)| {
+            let links = f.explicit().unwrap_or(&[]).iter().map(|e| e.link.clone());
+            (f.link_dir.clone(), links.collect())
+        })
+        .collect();
+    for (i, (_, farm)) in farms.iter_mut().enumerate() {
+        for (j, (dir, links)) in names.iter().enumerate() {
+            if i != j && *dir == farm.link_dir {
+                farm.neighbours.extend(links.iter().cloned());
             }
         }
     }

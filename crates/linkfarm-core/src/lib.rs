@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod names;
 pub mod observe;
 pub mod paths;
 pub mod plan;
@@ -14,6 +15,7 @@ pub mod spec;
 pub mod time;
 
 pub use config::{parse_config, ConfigError, Diagnostic, IdLookup};
+pub use names::NameFilter;
 pub use observe::{Child, LinkDirObs, Node, Observed, TargetKind, TargetObs};
 pub use plan::{
     desired_links, desired_links_among, desired_pairs, plan, plan_names, Action, DesiredLink, FarmState,

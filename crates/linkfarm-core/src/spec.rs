@@ -2,10 +2,11 @@
 //! YAML. Every path here is absolute and lexically normal, every name is a single safe component,
 //! owners are numeric ids. Nothing downstream re-validates.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use globset::GlobSet;
+use crate::names::NameFilter;
 
 /// A whole validated configuration file.
 #[derive(Debug, Clone)]
@@ -43,6 +44,10 @@ pub struct Farm {
     pub on_conflict: OnConflict,
     /// Where conflicting objects are moved.
     pub quarantine_dir: PathBuf,
+    /// Link names in this `link_dir` that other farms sharing it manage. Prune never removes them,
+    /// even when their text resolves into this farm's `target_dir` (both farms may share one):
+    /// otherwise two farms on one `link_dir` would remove each other's links forever.
+    pub neighbours: BTreeSet<String>,
 }
 
 /// The desired entries of a farm.
@@ -53,7 +58,7 @@ pub enum Entries {
     /// One link per real subdirectory of `target_dir`, minus the excluded names.
     All {
         /// Compiled `exclude` patterns.
-        exclude: GlobSet,
+        exclude: NameFilter,
         /// The patterns as written, for display.
         patterns: Vec<String>,
     },

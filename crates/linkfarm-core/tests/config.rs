@@ -116,6 +116,11 @@ fn two_farms_share_a_link_path() {
     let star = farm("") + "  - name: n\n    target_dir: /t2\n    link_dir: /l\n    entries: \"*\"\n";
     assert_err(&star, 7, 5, "share link_dir /l");
     let nested = farm("") + "  - name: n\n    target_dir: /t2\n    link_dir: /l/a/sub\n    entries: [x]\n";
+    let shared = farm("") + "  - name: n\n    target_dir: /t\n    link_dir: /l\n    entries: [c, d]\n";
+    let c = parse_config(&shared, Path::new(FILE), &Ids).expect("distinct names on one link_dir");
+    let names = |i: usize| c.farms[i].neighbours.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(names(0), ["c", "d"], "farm m leaves n's links alone");
+    assert_eq!(names(1), ["a", "b"], "and n leaves m's");
     assert_err(&nested, 7, 5, "lies inside a link of farm `m`");
 }
 

@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSetBuilder};
 use linkfarm_core::*;
 
 fn at(secs: u64) -> SystemTime {
@@ -38,6 +37,7 @@ fn parse_farm(spec: &str) -> Farm {
         prune: true,
         on_conflict: OnConflict::Adopt,
         quarantine_dir: "/Q".into(),
+        neighbours: Default::default(),
     };
     let mut exclude = vec![".*".to_string()];
     let mut star = false;
@@ -68,6 +68,7 @@ fn parse_farm(spec: &str) -> Farm {
             "link_dir" => farm.link_dir = v.into(),
             "create_targets" => farm.create_targets = true,
             "prune" => farm.prune = v != "false",
+            "neighbours" => farm.neighbours.extend(v.split(',').map(String::from)),
             "on_conflict" => {
                 farm.on_conflict = match v {
                     "keep" => OnConflict::Keep,
@@ -86,12 +87,8 @@ fn parse_farm(spec: &str) -> Farm {
         }
     }
     farm.entries = if star {
-        let mut b = GlobSetBuilder::new();
-        for p in &exclude {
-            b.add(Glob::new(p).unwrap());
-        }
         Entries::All {
-            exclude: b.build().unwrap(),
+            exclude: NameFilter::new(exclude.iter().map(String::as_str)).unwrap(),
             patterns: exclude,
         }
     } else {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 pub mod doctor;
 pub mod load;
+pub mod lock;
 pub mod logging;
 pub mod oneshot;
 pub mod report;

@@ -60,6 +60,14 @@ fn run(config: &std::path::Path, args: &RunArgs) -> ExitCode {
             return ExitCode::Config;
         }
     };
+    // Held until the process ends: one daemon per state file (SPEC §5).
+    let _lock = match linkfarm::lock::acquire(&config.settings.state_file) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("not starting: {e}");
+            return ExitCode::NotConverged;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

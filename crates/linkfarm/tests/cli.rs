@@ -266,6 +266,102 @@ fn demo_example_converges_in_a_copy() {
         .is_symlink());
 }
 
+/// Issue 11 §2: two farms on one link_dir and one target_dir pruned each other's link on every
+/// `apply`, so `check` never reached 0 and `apply` reported a link the next farm had just removed.
+#[test]
+fn two_farms_sharing_a_link_dir_keep_each_others_links() {
+    let d = Demo::new("");
+    let text = "version: 1\nfarms:\n\
+        \x20 - { name: one, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [checkpoints] }\n\
+        \x20 - { name: two, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [loras] }\n";
+    fs::write(d.cfg(), text).unwrap();
+    assert_eq!(code(&d.run(&["validate"])), 0);
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("remove"),
+        "nothing is pruned: {}",
+        stdout(&o)
+    );
+    for (link, target) in [("checkpoints", "checkpoints"), ("loras", "loras")] {
+        assert_eq!(fs::read_link(d.l(link)).unwrap(), d.t(target), "{link}");
+    }
+    let o = d.run(&["check"]);
+    assert_eq!(code(&o), 0, "converged after one apply: {}", stdout(&o));
+    let o = d.run(&["apply"]);
+    assert!(
+        !stdout(&o).contains("remove"),
+        "a second apply is a no-op: {}",
+        stdout(&o)
+    );
+}
+
+/// Issue 11 §4 / SPEC §5: a second `run` on the same state file started happily, repaired beside
+/// the first and overwrote its state file. It must exit non-zero at once, naming the first's pid,
+/// and leave the first daemon's state file alone.
+#[test]
+fn a_second_daemon_on_one_state_file_exits_naming_the_first() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let d = Demo::new("settings:\n  state_file: run/state.json\n  resync_interval: 0\n");
+    let state = d.root().join("run/state.json");
+    let daemon = || {
+        bin()
+            .arg("-c")
+            .arg(d.cfg())
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stop = |c: &mut std::process::Child| {
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        c.wait().unwrap()
+    };
+    let mut first = daemon();
+    let pid_in_state = || -> Option<u64> {
+        let v: Value = serde_json::from_slice(&fs::read(&state).ok()?).ok()?;
+        v["pid"].as_u64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pid_in_state().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first daemon never wrote its state"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            stop(&mut second);
+            stop(&mut first);
+            panic!("a second daemon on the same state file kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut msg = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut msg).unwrap();
+    assert_eq!(exited.code(), Some(1), "{msg}");
+    assert!(msg.contains(&format!("(pid {})", first.id())), "{msg}");
+    assert!(msg.contains("run/state.json"), "{msg}");
+    assert_eq!(
+        pid_in_state(),
+        Some(u64::from(first.id())),
+        "the state file is the first's"
+    );
+    assert!(
+        stop(&mut first).success(),
+        "the first daemon runs on and stops cleanly"
+    );
+}
+
 /// A tmpfs mounted at `path` for the life of the guard: a client folder at a link name that is
 /// on another filesystem, whose files no rename can move (EXDEV). Needs root.
 struct Mount(PathBuf);
