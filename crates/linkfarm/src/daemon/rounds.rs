@@ -33,6 +33,12 @@ pub trait Hooks {
     fn held(&self, link: &OsString) -> bool;
     /// One action's result, as it comes (the daemon logs and counts it here).
     fn result(&mut self, r: &ActionResult);
+    /// Whether the farm is read again after a round in which every action succeeded. The
+    /// daemon does (behaviour before the rounds were one mechanism: the look after the actions
+    /// also catches what a concurrent writer did meanwhile); `apply` trusts the syscalls.
+    fn reread_after_success(&self) -> bool {
+        true
+    }
 }
 
 /// No holds, nothing to hear: `apply`'s rounds.
@@ -43,6 +49,9 @@ impl Hooks for NoHooks {
         false
     }
     fn result(&mut self, _: &ActionResult) {}
+    fn reread_after_success(&self) -> bool {
+        false
+    }
 }
 
 /// What the rounds came to.
@@ -101,7 +110,12 @@ pub fn apply(
         // converged, known without reading it again. Each action was checked by its own
         // syscall's result, and the planner only plans actions that converge. (At 10,000 links
         // that second read was a third of `apply`.)
-        if whole && all_done && plan.findings.is_empty() && plan.recheck_at.is_none() {
+        if !hooks.reread_after_success()
+            && whole
+            && all_done
+            && plan.findings.is_empty()
+            && plan.recheck_at.is_none()
+        {
             results.extend(round);
             plan = Plan {
                 state: FarmState::Converged,
