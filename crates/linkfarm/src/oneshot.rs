@@ -3,15 +3,13 @@
 
 use std::time::SystemTime;
 
-use linkfarm_core::{Config, FarmState, Plan};
-use linkfarm_fs::{FarmFs, Mode, Outcome, PassReport};
+use linkfarm_core::{Config, FarmState};
+use linkfarm_fs::{FarmFs, Mode, Outcome};
 use serde_json::json;
 
+use crate::daemon::rounds::{self, NoHooks};
 use crate::report;
 use crate::ExitCode;
-
-/// How many passes `apply` makes at most when actions raced with other writers.
-const MAX_PASSES: usize = 3;
 
 /// `linkfarm validate`.
 pub fn validate(config: &Config) -> ExitCode {
@@ -31,74 +29,57 @@ pub fn validate(config: &Config) -> ExitCode {
     ExitCode::Ok
 }
 
-/// Runs passes over one farm until nothing raced (at most three).
-pub fn converge(fs: &mut FarmFs, config: &Config, mode: Mode) -> Vec<PassReport> {
-    let mut passes = Vec::new();
-    loop {
-        let r = fs.pass(config.settings.adopt_after, SystemTime::now(), mode);
-        // Another pass helps after a race, not after a failure (it would only fail again).
-        let raced = r
-            .results
-            .iter()
-            .any(|x| matches!(x.outcome, Outcome::Raced(_) | Outcome::Rescued { .. }))
-            && !r.results.iter().any(|x| matches!(x.outcome, Outcome::Failed(_)));
-        let changed = r.changed();
-        passes.push(r);
-        if mode == Mode::DryRun || passes.len() >= MAX_PASSES || !(raced || changed) {
-            break;
-        }
-        // After changes, the true state. When every action succeeded and the plan had nothing
-        // it could not act on, it is known without reading the farm again: each action was
-        // checked by its own syscall's result, and the planner only plans actions that
-        // converge. (At 10,000 links that second read was a third of `apply`.) Otherwise one
-        // more read-only look tells it; the loop stops there unless that look finds work.
-        let last = passes.last().expect("just pushed");
-        if last.plan.findings.is_empty()
-            && last.results.len() == last.plan.actions.len()
-            && last.results.iter().all(|x| matches!(x.outcome, Outcome::Done(_)))
-        {
-            let plan = Plan {
-                farm: last.plan.farm.clone(),
-                state: FarmState::Converged,
-                actions: Vec::new(),
-                findings: Vec::new(),
-                recheck_at: None,
-                links_total: last.plan.links_total,
-                links_ok: last.plan.links_total,
-            };
-            passes.push(PassReport {
-                plan,
-                results: Vec::new(),
-                writes: 0,
-            });
-            break;
-        }
-        let look = fs.pass(config.settings.adopt_after, SystemTime::now(), Mode::DryRun);
-        if look.plan.actions.is_empty() {
-            passes.push(look);
-            break;
+/// `linkfarm check` and `linkfarm apply`.
+///
+/// `check` exits 0 when every farm is converged, 2 when a farm is in `error`, else 1. `apply`
+/// exits 2 when a farm ends in `error` (its `link_dir` refused or unusable), 1 when an action
+/// failed or a farm ends `degraded` (its `target_dir` unavailable: nothing could be checked),
+/// else 0 (pending uploads, missing targets and conflicts are reported, and are not failures of
+/// `apply`).
+pub fn reconcile(config: &Config, mode: Mode, json_out: bool, is_check: bool) -> ExitCode {
+    let adopt_after = config.settings.adopt_after;
+    let mut farms = Vec::new();
+    for farm in &config.farms {
+        let mut fs = FarmFs::new(farm.clone());
+        let plan = fs.plan(adopt_after, SystemTime::now());
+        let (results, last) = if mode == Mode::DryRun {
+            (Vec::new(), plan)
+        } else {
+            let a = rounds::apply(&mut fs, plan, &mut NoHooks, |fs| {
+                Some(fs.plan(adopt_after, SystemTime::now()))
+            })
+            .expect("a full plan is always made");
+            (a.results, a.plan)
+        };
+        farms.push((fs, results, last));
+    }
+    // What apply reports must be true when it exits: a farm whose link_dir a later farm also
+    // works in is looked at again (read-only) once every farm is done.
+    if mode != Mode::DryRun {
+        for (i, (fs, _, last)) in farms.iter_mut().enumerate() {
+            let dir = &config.farms[i].link_dir;
+            if config.farms[i + 1..].iter().any(|f| &f.link_dir == dir) {
+                *last = fs.plan(adopt_after, SystemTime::now());
+            }
         }
     }
-    passes
-}
-
-/// `linkfarm check` and `linkfarm apply`.
-pub fn reconcile(config: &Config, mode: Mode, json_out: bool, is_check: bool) -> ExitCode {
     let mut farms_json = Vec::new();
     let mut worst = FarmState::Converged;
     let mut failed = false;
-    for farm in &config.farms {
-        let mut fs = FarmFs::new(farm.clone());
-        let passes = converge(&mut fs, config, mode);
-        let last = passes.last().expect("at least one pass");
-        worst = worst.max(last.plan.state);
-        failed |= passes.iter().any(PassReport::failed);
+    for (fs, results, last) in &farms {
+        worst = worst.max(last.state);
+        failed |= results.iter().any(|r| matches!(r.outcome, Outcome::Failed(_)));
         if json_out {
-            farms_json.push(report::farm_json(&farm.name, &passes));
+            farms_json.push(report::farm_json(
+                &fs.farm().name,
+                results,
+                last,
+                mode == Mode::DryRun,
+            ));
         } else if mode == Mode::DryRun {
-            print!("{}", report::plan_text(&last.plan));
+            print!("{}", report::plan_text(last));
         } else {
-            print!("{}", report::passes_text(&passes));
+            print!("{}", report::applied_text(results, last));
         }
     }
     if json_out {
@@ -112,15 +93,12 @@ pub fn reconcile(config: &Config, mode: Mode, json_out: bool, is_check: bool) ->
             serde_json::to_string_pretty(&out).expect("JSON of plain values")
         );
     }
-    if is_check {
-        match worst {
-            FarmState::Converged => ExitCode::Ok,
-            FarmState::Error => ExitCode::Error,
-            _ => ExitCode::NotConverged,
-        }
-    } else if failed {
-        ExitCode::NotConverged
-    } else {
-        ExitCode::Ok
+    match worst {
+        FarmState::Error => ExitCode::Error,
+        _ if failed => ExitCode::NotConverged,
+        FarmState::Converged => ExitCode::Ok,
+        _ if is_check => ExitCode::NotConverged,
+        FarmState::Degraded => ExitCode::NotConverged,
+        FarmState::Drift | FarmState::Conflict => ExitCode::Ok,
     }
 }

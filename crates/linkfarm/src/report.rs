@@ -6,7 +6,7 @@ use std::path::Path;
 
 use linkfarm_core::time::rfc3339;
 use linkfarm_core::{Action, Finding, Op, Plan};
-use linkfarm_fs::{Outcome, PassReport};
+use linkfarm_fs::{ActionResult, Outcome};
 use serde_json::{json, Value};
 
 fn lossy(p: &std::ffi::OsStr) -> String {
@@ -63,17 +63,17 @@ fn action_json(a: &Action, o: Option<&Outcome>) -> Value {
     v
 }
 
-/// One farm's passes as JSON: the last plan's state, and every action of every pass.
-pub fn farm_json(name: &str, passes: &[PassReport]) -> Value {
-    let last = &passes.last().expect("at least one pass").plan;
-    let mut actions = Vec::new();
-    for p in passes {
-        if p.results.is_empty() {
-            actions.extend(p.plan.actions.iter().map(|a| action_json(a, None)));
-        } else {
-            actions.extend(p.results.iter().map(|r| action_json(&r.action, Some(&r.outcome))));
-        }
-    }
+/// One farm as JSON: the final plan's state, and every action (what was done, or with
+/// `dry_run` what would be).
+pub fn farm_json(name: &str, results: &[ActionResult], last: &Plan, dry_run: bool) -> Value {
+    let actions: Vec<Value> = if dry_run {
+        last.actions.iter().map(|a| action_json(a, None)).collect()
+    } else {
+        results
+            .iter()
+            .map(|r| action_json(&r.action, Some(&r.outcome)))
+            .collect()
+    };
     json!({
         "name": name,
         "state": last.state.as_str(),
@@ -108,31 +108,29 @@ pub fn plan_text(plan: &Plan) -> String {
     s
 }
 
-/// What a sequence of passes did, for people.
-pub fn passes_text(passes: &[PassReport]) -> String {
-    let last = &passes.last().expect("at least one pass").plan;
+/// What `apply` did to a farm, for people: the headline of the farm as it is now, each
+/// action's result once, and what is left to see.
+pub fn applied_text(results: &[ActionResult], last: &Plan) -> String {
     let mut s = String::new();
-    for p in passes {
-        for r in &p.results {
-            match &r.outcome {
-                Outcome::Done(Some(old)) if matches!(r.action.op, Op::Replace { .. }) => {
-                    let _ = writeln!(s, "  {} (old link -> {})", r.action, old.display());
-                }
-                Outcome::Done(Some(dest)) if r.action.op.moves_data() => {
-                    let _ = writeln!(s, "  {} [now at {}]", r.action, dest.display());
-                }
-                Outcome::Done(_) => {
-                    let _ = writeln!(s, "  {}", r.action);
-                }
-                Outcome::Raced(why) => {
-                    let _ = writeln!(s, "  skipped {}: {why}", r.action);
-                }
-                Outcome::Failed(e) => {
-                    let _ = writeln!(s, "  FAILED {}: {e}", r.action);
-                }
-                Outcome::Rescued { to, why } => {
-                    let _ = writeln!(s, "  {why}: {}", to.display());
-                }
+    for r in results {
+        match &r.outcome {
+            Outcome::Done(Some(old)) if matches!(r.action.op, Op::Replace { .. }) => {
+                let _ = writeln!(s, "  {} (old link -> {})", r.action, old.display());
+            }
+            Outcome::Done(Some(dest)) if r.action.op.moves_data() => {
+                let _ = writeln!(s, "  {} [now at {}]", r.action, dest.display());
+            }
+            Outcome::Done(_) => {
+                let _ = writeln!(s, "  {}", r.action);
+            }
+            Outcome::Raced(why) => {
+                let _ = writeln!(s, "  skipped {}: {why}", r.action);
+            }
+            Outcome::Failed(e) => {
+                let _ = writeln!(s, "  FAILED {}: {e}", r.action);
+            }
+            Outcome::Rescued { to, why } => {
+                let _ = writeln!(s, "  {why}: {}", to.display());
             }
         }
     }

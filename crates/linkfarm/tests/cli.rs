@@ -361,3 +361,104 @@ fn a_second_daemon_on_one_state_file_exits_naming_the_first() {
         "the first daemon runs on and stops cleanly"
     );
 }
+
+/// A tmpfs mounted at `path` for the life of the guard: a client folder at a link name that is
+/// on another filesystem, whose files no rename can move (EXDEV). Needs root.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(path: &Path) -> Mount {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs at {}", path.display());
+        Mount(path.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 11 §4: `apply` printed a FAILED line once per round (twice for one failure).
+#[test]
+fn apply_reports_a_failed_action_once_and_exits_1() {
+    let d = Demo::new("settings:\n  adopt_after: 0s\n");
+    fs::create_dir(d.l("loras")).unwrap();
+    let _m = Mount::tmpfs(&d.l("loras"));
+    fs::write(d.l("loras/style.safetensors"), "weights").unwrap();
+    let o = d.run(&["apply"]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    assert_eq!(
+        out.matches("FAILED adopt loras/style.safetensors").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("create checkpoints ->"), "{out}");
+    assert_eq!(
+        fs::read_to_string(d.l("loras/style.safetensors")).unwrap(),
+        "weights",
+        "the upload stays where it is"
+    );
+    let o = d.run(&["apply", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let failed: Vec<&Value> = v["farms"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["result"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{v:#}");
+}
+
+/// Issue 11 §4: `apply` exited 0 with a farm in `error` (the parent of link_dir missing) or
+/// `degraded` (target_dir missing): a script could not tell.
+#[test]
+fn apply_exits_2_for_a_farm_in_error_and_1_for_a_degraded_one() {
+    let d = Demo::new("");
+    fs::remove_dir(d.root().join("storage-user/models-upload")).unwrap();
+    fs::remove_dir(d.root().join("storage-user")).unwrap();
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("farm models-upload: error"), "{}", stdout(&o));
+    assert_eq!(code(&d.run(&["check"])), 2);
+
+    let d = Demo::new("");
+    fs::rename(d.root().join("storage-models"), d.root().join("away")).unwrap();
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("farm models-upload: degraded"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 11 §2: what `apply` reports about each farm must be true when it exits, also when two
+/// farms share one link_dir (whatever prune then does with the other farm's links).
+#[test]
+fn apply_reports_what_is_true_when_two_farms_share_a_link_dir() {
+    let d = Demo::new("");
+    let text = "version: 1\nfarms:\n  \
+        - { name: one, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [checkpoints] }\n  \
+        - { name: two, target_dir: storage-models/models, link_dir: storage-user/models-upload, entries: [loras] }\n";
+    fs::write(d.cfg(), text).unwrap();
+    let o = d.run(&["apply", "--json"]);
+    let applied: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = d.run(&["check", "--json"]);
+    let checked: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for i in 0..2 {
+        let (a, c) = (&applied["farms"][i], &checked["farms"][i]);
+        assert_eq!(
+            (&a["state"], &a["links_ok"]),
+            (&c["state"], &c["links_ok"]),
+            "farm {}: apply said {a:#}\nbut the disk says {c:#}",
+            a["name"]
+        );
+    }
+}

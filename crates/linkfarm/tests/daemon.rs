@@ -16,40 +16,21 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(15);
+use linkfarm_testsupport::{wait_for, DEADLINE};
 
-/// Polls `cond` until it holds or the deadline passes.
-#[track_caller]
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
+/// The shared temp tree with link_dir `share/up`, and the daemon's config and state file in it.
+struct Tree(linkfarm_testsupport::Tree);
+
+impl std::ops::Deref for Tree {
+    type Target = linkfarm_testsupport::Tree;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-struct Tree {
-    dir: tempfile::TempDir,
 }
 
 impl Tree {
     fn new(targets: &[&str]) -> Tree {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("models")).unwrap();
-        fs::create_dir_all(dir.path().join("share/up")).unwrap();
-        for t in targets {
-            fs::create_dir(dir.path().join("models").join(t)).unwrap();
-        }
-        Tree { dir }
-    }
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-    fn t(&self, n: &str) -> PathBuf {
-        self.root().join("models").join(n)
-    }
-    fn l(&self, n: &str) -> PathBuf {
-        self.root().join("share/up").join(n)
+        Tree(linkfarm_testsupport::Tree::new("share/up", targets))
     }
     fn cfg(&self) -> PathBuf {
         self.root().join("linkfarm.yaml")
@@ -69,9 +50,6 @@ impl Tree {
         let tmp = self.root().join(".linkfarm.yaml.new");
         fs::write(&tmp, self.config_text(entries, farm_extra, settings)).unwrap();
         fs::rename(&tmp, self.cfg()).unwrap();
-    }
-    fn linked(&self, n: &str) -> bool {
-        fs::read_link(self.l(n)).ok() == Some(self.t(n))
     }
 }
 
@@ -265,6 +243,8 @@ fn target_dir_away_changes_nothing_and_back_converges() {
         !t.l("a").exists() && t.l("b").is_symlink(),
         "nothing in link_dir changed"
     );
+    // The log is read by a thread of its own: it may lag behind the state file.
+    d.wait_logged("degraded: target_dir");
     assert_eq!(
         d.count("degraded: target_dir"),
         1,
@@ -623,11 +603,16 @@ fn upload_storm_inside_a_target_costs_no_pass() {
         "10,000 uploads caused {} passes",
         after - passes
     );
-    assert_eq!(
-        inotify_watches(d.pid()),
-        3,
-        "target_dir, link_dir, config dir: nothing inside a target"
-    );
+    // target_dir, link_dir, the config dir, and the guards of link_dir's path (SPEC §4 as
+    // amended: its ancestors); nothing inside a target.
+    let mut dirs: std::collections::BTreeSet<PathBuf> = t
+        .root()
+        .join("share/up")
+        .ancestors()
+        .map(Path::to_owned)
+        .collect();
+    dirs.insert(t.root().join("models"));
+    assert_eq!(inotify_watches(d.pid()), dirs.len(), "{dirs:?}");
     assert_eq!(fs::read_dir(t.t("checkpoints")).unwrap().count(), 10_000);
 }
 
@@ -841,4 +826,165 @@ fn a_file_put_where_a_link_was_deleted_is_never_replaced() {
             "nothing was written into {n}"
         );
     }
+}
+
+/// The `reason` field of the log records whose message contains `needle`.
+fn reasons(d: &Daemon, needle: &str) -> Vec<String> {
+    d.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .map(|v| v["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Issue 11 §4: a missing parent of link_dir was logged `reason=security`, which it is not; a
+/// link_dir that turns into a symlink still is.
+#[test]
+fn a_missing_parent_of_link_dir_is_no_security_event_a_symlinked_link_dir_is() {
+    let t = Tree::new(&["a"]);
+    fs::remove_dir_all(t.root().join("share")).unwrap();
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("error state", || farm_state(&t) == "error");
+    d.wait_logged("does not exist");
+    assert_eq!(reasons(&d, "does not exist"), ["link_dir"]);
+    // The parent comes back in one step, with link_dir a symlink to elsewhere.
+    let elsewhere = t.root().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let staging = t.root().join("staging");
+    fs::create_dir(&staging).unwrap();
+    symlink(&elsewhere, staging.join("up")).unwrap();
+    fs::rename(&staging, t.root().join("share")).unwrap();
+    d.wait_logged("is a symlink");
+    assert_eq!(reasons(&d, "is a symlink"), ["security"]);
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written through it"
+    );
+    assert_eq!(farm_state(&t), "error");
+}
+
+/// SPEC §4 (amended): however the daemon holds `link_dir` between repairs, a component of its
+/// path swapped for a symlink after a repair is refused as a security event, and nothing is
+/// written through the new path, neither by a full pass nor by the spot passes its events call.
+#[test]
+fn a_path_component_swapped_for_a_symlink_between_repairs_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("first repair", || t.linked("a"));
+    // Elsewhere, a look-alike tree: link_dir's name under it, missing one link, another wrong.
+    let evil = t.root().join("evil");
+    fs::create_dir_all(evil.join("up")).unwrap();
+    symlink("/etc", evil.join("up/b")).unwrap();
+    let before: Vec<_> = {
+        let mut v: Vec<_> = fs::read_dir(evil.join("up"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    fs::rename(t.root().join("share"), t.root().join("share.real")).unwrap();
+    symlink(&evil, t.root().join("share")).unwrap();
+    wait_for("refused", || farm_state(&t) == "error");
+    d.wait_logged("changed to a symlink");
+    assert_eq!(
+        reasons(&d, "changed to a symlink").first().map(String::as_str),
+        Some("security")
+    );
+    // Events in the look-alike link_dir (now what the path names) call for passes there.
+    fs::write(evil.join("up/c"), "x").unwrap();
+    fs::remove_file(evil.join("up/c")).unwrap();
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("a pass after the events", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
+    });
+    let mut after: Vec<_> = fs::read_dir(evil.join("up"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    after.sort();
+    assert_eq!(after, before, "nothing written through the swapped path");
+    assert_eq!(fs::read_link(evil.join("up/b")).unwrap(), Path::new("/etc"));
+    assert_eq!(farm_state(&t), "error");
+}
+
+/// An ancestor of link_dir renamed away and a new link_dir made in its place (an admin moving
+/// the share): the watch, which follows its inode, must move to the new directory, or deletions
+/// there go unseen. (It stayed on the old one: only a rename of the watched directory itself
+/// re-checked the watches.)
+#[test]
+fn link_dir_made_anew_after_its_parent_was_renamed_away_is_watched() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a, b]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    fs::rename(t.root().join("share"), t.root().join("share.old")).unwrap();
+    fs::create_dir_all(t.root().join("share/up")).unwrap();
+    wait_for("links in the new link_dir", || t.linked("a") && t.linked("b"));
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("a deletion in the new link_dir repaired", || t.linked("a"));
+    assert!(
+        t.root().join("share.old/up/a").is_symlink(),
+        "the old dir is left alone"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+/// SPEC §4 as amended: link_dir's fd is held between repairs, guarded by watches on every
+/// ancestor. A component in a directory watched only as a guard (not the config's, not a farm's)
+/// swapped for a symlink between two repairs is seen at once: refused as a security event, and
+/// the next deletions are not repaired through the new path.
+#[test]
+fn a_component_swapped_in_a_guarded_ancestor_between_repairs_is_refused() {
+    let t = Tree::new(&["a", "b"]);
+    let x = t.root().join("share/x");
+    fs::create_dir_all(x.join("up")).unwrap();
+    fs::write(
+        t.cfg(),
+        "version: 1\nfarms:\n  - name: m\n    target_dir: models\n    link_dir: share/x/up\n    entries: [a, b]\n\
+         settings:\n  state_file: state.json\n  resync_interval: 0\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    let linked = |dir: &Path, n: &str| fs::read_link(dir.join(n)).ok() == Some(t.t(n));
+    wait_for("converged", || {
+        linked(&x.join("up"), "a") && linked(&x.join("up"), "b")
+    });
+    fs::remove_file(x.join("up/a")).unwrap();
+    wait_for("first repair, through the held fd", || linked(&x.join("up"), "a"));
+    // Swap share/x for a symlink to a look-alike; only the guard on share/ sees it.
+    let evil = t.root().join("evil");
+    fs::create_dir_all(evil.join("up")).unwrap();
+    fs::rename(&x, t.root().join("share/x.real")).unwrap();
+    symlink(&evil, &x).unwrap();
+    wait_for("refused", || farm_state(&t) == "error");
+    d.wait_logged("changed to a symlink");
+    assert_eq!(
+        reasons(&d, "changed to a symlink").first().map(String::as_str),
+        Some("security")
+    );
+    // A deletion in the look-alike (what the path names now) is not repaired through it.
+    fs::write(evil.join("up/c"), "x").unwrap();
+    fs::remove_file(evil.join("up/c")).unwrap();
+    let passes = state(&t)["farms"][0]["passes"].as_u64().unwrap();
+    wait_for("a pass after the events", || {
+        state(&t)["farms"][0]["passes"].as_u64().unwrap() > passes
+    });
+    assert_eq!(
+        fs::read_dir(evil.join("up")).unwrap().count(),
+        0,
+        "nothing written through the swapped path"
+    );
+    assert_eq!(farm_state(&t), "error");
 }

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: &str = "/proc/sys/fs/inotify/max_user_watches";
 
@@ -16,15 +16,9 @@ impl Drop for Restore {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+#[track_caller]
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    linkfarm_testsupport::wait_for_within(what, Duration::from_secs(20), cond);
 }
 
 #[test]
@@ -79,6 +73,22 @@ fn exhausted_watch_limit_is_explained_polled_and_recovered() {
     wait_for("first link", || root.join("up/a").is_symlink());
     fs::remove_file(root.join("up/a")).unwrap();
     wait_for("repaired by polling", || root.join("up/a").is_symlink());
+    // Polled at the poll interval, not in a busy loop: three passes take two intervals at least
+    // (a farm polled because it was unwatched once kept its poll time in the past).
+    let passes = || -> u64 {
+        fs::read(root.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["farms"][0]["passes"].as_u64())
+            .unwrap_or(0)
+    };
+    let (p0, t0) = (passes(), std::time::Instant::now());
+    wait_for("three polls", || passes() >= p0 + 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(350),
+        "3 passes in {:?}: polling must wait poll_interval (200ms) between passes",
+        t0.elapsed()
+    );
     drop(saved);
     wait_for("watches taken back", || {
         text().contains("watching") && text().contains("again")

@@ -1,54 +1,32 @@
-//! One farm inside the daemon: runs its passes, logs every change as one record, and remembers
-//! what a single pass cannot know: when to look again, which links failed (exponential backoff),
-//! which links another program keeps undoing (`flapping`), and the counters for the state file.
+//! One farm inside the daemon: carries out the look the router gave it (a full pass, or a spot
+//! pass over names), logs every change as one record, and keeps the counters for the state file.
+//! What a pass cannot know by itself (holds, flapping, the farm's state, when to look again) is
+//! decided by its [`Runtime`]; this file only feeds it what happened and the time.
+//!
+//! It never chooses the kind of pass: a spot pass that cannot stand for a full one returns
+//! `escalate`, and the router queues the full pass.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use linkfarm_core::{Action, Farm, FarmState, Finding, Op, Plan};
-use linkfarm_fs::{FarmFs, Outcome};
+use linkfarm_core::{Action, Farm, Finding, Op};
+use linkfarm_fs::{ActionResult, FarmFs, Outcome};
 use tracing::{debug, error, info, warn};
 
-/// A link repaired this many times within [`FLAP_WINDOW`] is flapping.
-pub const FLAP_REPAIRS: usize = 5;
-/// The window in which repairs are counted.
-pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
-const FLAP_HOLD_FIRST: Duration = Duration::from_secs(5);
-const FLAP_HOLD_MAX: Duration = Duration::from_secs(600);
-const FAIL_HOLD_FIRST: Duration = Duration::from_secs(1);
-const FAIL_HOLD_MAX: Duration = Duration::from_secs(300);
-/// Plan/apply rounds in one pass: a race with a writer ends in another round, not in a loop.
-const ROUNDS: usize = 4;
-/// mtimes are compared with the wall clock; waking a little after the settle time avoids waking
-/// just before it.
-const SETTLE_SLACK: Duration = Duration::from_millis(20);
+use super::rounds::{self, Hooks};
+use super::router::{Interest, Look, Names, Role};
+use super::runtime::{PassEnd, Runtime, Spot, SpotEnd, State, FLAP_WINDOW};
+use super::{Reconciled, Reconciler, Watched};
 
-#[derive(Debug, Default)]
-struct LinkRt {
-    /// When it was repaired, once per pass: adopting a folder of ten files is one repair of the
-    /// link, not eleven.
-    repairs: VecDeque<Instant>,
-    /// The pass (`FarmStatus::passes`) its last repair was counted in.
-    counted: u64,
-    failures: u32,
-    flaps: u32,
-    hold_until: Option<Instant>,
-    flapping: bool,
-}
-
-/// What the state file and `STATUS=` say about a farm.
+/// What the state file and `STATUS=` say about a farm besides its state.
 #[derive(Debug, Clone, Default)]
 pub struct FarmStatus {
-    /// converged, drift, conflict, degraded, flapping or error.
-    pub state: &'static str,
     /// Desired links.
     pub links_total: usize,
     /// Desired links that are right.
     pub links_ok: usize,
-    /// Passes run.
-    pub passes: u64,
     /// Changes made.
     pub repairs: u64,
     /// Actions that failed.
@@ -57,8 +35,6 @@ pub struct FarmStatus {
     pub last_pass: Option<SystemTime>,
     /// Wall time and description of the last change.
     pub last_repair: Option<(SystemTime, String)>,
-    /// The last error, if the last pass had one.
-    pub last_error: Option<String>,
     /// What the last plan found (missing targets, conflicts, pending entries).
     pub findings: Vec<String>,
     /// Links currently flapping.
@@ -68,39 +44,35 @@ pub struct FarmStatus {
 /// A farm as the daemon runs it.
 #[derive(Debug)]
 pub struct FarmRt {
-    pub(crate) fs: FarmFs,
-    /// Polled at `poll_interval` (network filesystem or watch failure).
-    pub(crate) poll: bool,
-    pub(crate) next_poll: Option<Instant>,
-    /// Events said something changed that needs a full pass.
-    pub(crate) dirty: bool,
-    /// Names in `link_dir` that events reported (created, deleted, renamed, changed): a spot
-    /// pass looks at just these.
-    pub(crate) names: BTreeSet<OsString>,
-    /// Those of `names` that events reported deleted or renamed away.
-    pub(crate) gone: BTreeSet<OsString>,
-    /// When an unsettled entry settles or a held link may be retried.
-    pub(crate) recheck: Option<Instant>,
-    links: HashMap<OsString, LinkRt>,
-    pub(crate) status: FarmStatus,
+    fs: FarmFs,
+    /// The farm's name, for the log records (the rounds hold `fs` while they log).
+    name: String,
+    rt: Runtime,
+    status: FarmStatus,
+    adopt_after: Duration,
     logged_state: Option<String>,
 }
 
 impl FarmRt {
-    /// Wraps a farm; `previous` carries the counters over a reload.
-    pub fn new(farm: Farm, previous: Option<&FarmStatus>) -> Self {
-        let mut status = previous.cloned().unwrap_or_default();
-        status.state = "drift";
+    /// Wraps a farm, polled every `poll_interval` when `poll`; `previous` (the same farm before
+    /// a reload) carries the counters over.
+    pub fn new(
+        farm: Farm,
+        adopt_after: Duration,
+        poll: bool,
+        poll_interval: Duration,
+        previous: Option<&FarmRt>,
+    ) -> Self {
+        let mut rt = Runtime::new(poll, poll_interval);
+        if let Some(p) = previous {
+            rt.carry_over(&p.rt);
+        }
         FarmRt {
+            name: farm.name.clone(),
             fs: FarmFs::new(farm),
-            poll: false,
-            next_poll: None,
-            dirty: true,
-            names: BTreeSet::new(),
-            gone: BTreeSet::new(),
-            recheck: None,
-            links: HashMap::new(),
-            status,
+            rt,
+            status: previous.map(|p| p.status.clone()).unwrap_or_default(),
+            adopt_after,
             logged_state: None,
         }
     }
@@ -110,74 +82,115 @@ impl FarmRt {
         self.fs.farm()
     }
 
-    /// The earliest time this farm wants a pass without an event.
-    pub fn due(&self) -> Option<Instant> {
-        [self.recheck, self.next_poll].into_iter().flatten().min()
+    /// The farm's state.
+    pub fn state(&self) -> State {
+        self.rt.state()
     }
 
-    /// One full pass: plan, apply what is not held back, repeat while the disk moved under us.
-    /// Returns whether the farm's status changed in a way `STATUS=` should show.
-    pub fn pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> bool {
-        self.dirty = false;
-        self.names.clear();
-        self.gone.clear();
-        self.status.passes += 1;
-        let before = (self.status.state, self.status.links_ok, self.status.repairs);
+    /// The counters.
+    pub fn status(&self) -> &FarmStatus {
+        &self.status
+    }
+
+    /// The runtime (passes, the last error, polling).
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// One full pass: plan, apply in rounds what is not held back, and let the runtime decide
+    /// the state and the next look. Only a full pass decides the farm's state.
+    fn full_pass(&mut self) {
+        // A full look is what the router asks for after any event on link_dir's path (and
+        // after timers and reloads): link_dir is opened by path and checked again.
+        self.fs.invalidate_link_dir();
+        self.rt.begin_pass();
+        let adopt_after = self.adopt_after;
         let plan = self.fs.plan(adopt_after, SystemTime::now());
-        let (plan, last_error) = self
-            .apply_rounds(plan, |fs| Some(fs.plan(adopt_after, SystemTime::now())))
-            .expect("a full plan is always made");
+        let mut hooks = Judge::new(&mut self.rt, &mut self.status, &self.name);
+        let applied = rounds::apply(&mut self.fs, plan, &mut hooks, |fs| {
+            Some(fs.plan(adopt_after, SystemTime::now()))
+        })
+        .expect("a full plan is always made");
+        let plan = applied.plan;
         debug!(farm = %self.farm().name, state = plan.state.as_str(), "pass");
-        let now = Instant::now();
-        self.expire(now);
-        self.status.last_pass = Some(SystemTime::now());
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.log_calm(now);
+        self.rt.full_end(
+            PassEnd {
+                plan: plan.state,
+                planned: plan.actions.iter().map(|a| a.link.clone()).collect(),
+                error: applied.error,
+                settles_in: plan
+                    .recheck_at
+                    .map(|t| t.duration_since(wall).unwrap_or(Duration::ZERO)),
+            },
+            now,
+        );
+        self.status.last_pass = Some(wall);
         self.status.links_total = plan.links_total;
         self.status.links_ok = plan.links_ok;
         self.status.findings = plan.findings.iter().map(ToString::to_string).collect();
-        self.status.flapping = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.flapping)
-            .map(|(n, _)| lossy(n))
-            .collect();
-        self.status.flapping.sort();
-        if last_error.is_some() || plan.actions.iter().all(|a| !self.held(&a.link, now)) {
-            self.status.last_error = last_error;
-        }
-        self.status.state = if plan.state == FarmState::Error {
-            "error"
-        } else if !self.status.flapping.is_empty() {
-            "flapping"
-        } else if self.status.last_error.is_some() && plan.state != FarmState::Degraded {
-            "error"
-        } else {
-            plan.state.as_str()
-        };
+        self.status.flapping = self.rt.flapping().iter().map(|n| lossy(n)).collect();
         self.log_state_change(&plan.findings);
+    }
 
-        let settle = plan.recheck_at.map(|t| {
-            let wait = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-            now + wait + SETTLE_SLACK
-        });
-        let hold = self.links.values().filter_map(|l| l.hold_until).min();
-        self.recheck = [settle, hold].into_iter().flatten().min();
-        if self.poll {
-            self.next_poll = Some(now + poll_interval);
+    /// A spot pass over the names events reported in `link_dir`: only those names are read and
+    /// repaired, so a deleted link comes back in the same time whatever the size of the farm.
+    /// Names reported deleted are re-created first without reading them (below). It stands for
+    /// a full pass only while the farm was converged and the names end up converged too; the
+    /// runtime says when it does not, and then it escalates.
+    fn spot_pass(&mut self, names: &Names) -> Reconciled {
+        if !self.rt.may_spot() {
+            return Reconciled::ESCALATE;
         }
-        before != (self.status.state, self.status.links_ok, self.status.repairs)
+        let made = self.recreate_gone(&names.gone);
+        let adopt_after = self.adopt_after;
+        let Some(plan) = self.fs.plan_names(&names.all, adopt_after, SystemTime::now()) else {
+            return Reconciled::ESCALATE;
+        };
+        if plan.actions.is_empty() && plan.findings.is_empty() {
+            // The usual case: the event was the echo of our own repair. Not worth a state file
+            // update unless a link was just re-created.
+            return Reconciled {
+                publish: made,
+                escalate: false,
+            };
+        }
+        self.rt.begin_pass();
+        let mut hooks = Judge::new(&mut self.rt, &mut self.status, &self.name);
+        let applied = rounds::apply(&mut self.fs, plan, &mut hooks, |fs| {
+            fs.plan_names(&names.all, adopt_after, SystemTime::now())
+        });
+        let end = match &applied {
+            Some(a) if a.error.is_none() && a.plan.actions.is_empty() && a.plan.findings.is_empty() => {
+                SpotEnd::Clean
+            }
+            _ => SpotEnd::Unfinished,
+        };
+        let now = Instant::now();
+        self.log_calm(now);
+        match self.rt.spot_end(end, now) {
+            Spot::Done => {
+                debug!(farm = %self.farm().name, names = names.all.len(), "spot pass");
+                self.status.last_pass = Some(SystemTime::now());
+                Reconciled {
+                    publish: true,
+                    escalate: false,
+                }
+            }
+            Spot::Escalate => Reconciled::ESCALATE,
+        }
     }
 
     /// Re-creates at once the desired links that events reported deleted, before the spot pass
     /// that looks at them: the planner decides on the names as if absent, and `symlinkat` on the
     /// final name checks that they are (anything there makes it a race, left to the spot pass,
-    /// which also handles every failure). Only on a converged farm, never for a held link.
-    /// Returns whether a link was made.
-    pub fn recreate_gone(&mut self, adopt_after: Duration) -> bool {
-        let gone = std::mem::take(&mut self.gone);
-        if gone.is_empty() || self.status.state != "converged" {
+    /// which also handles every failure). Never for a held link. Returns whether a link was made.
+    fn recreate_gone(&mut self, gone: &BTreeSet<OsString>) -> bool {
+        if gone.is_empty() {
             return false;
         }
-        let Some(plan) = self.fs.plan_absent(&gone, adopt_after, SystemTime::now()) else {
+        let Some(plan) = self.fs.plan_absent(gone, self.adopt_after, SystemTime::now()) else {
             return false;
         };
         // Only plain creates: anything else the planner wants first (a target folder to make)
@@ -189,13 +202,13 @@ impl FarmRt {
         let creates: Vec<Action> = plan
             .actions
             .into_iter()
-            .filter(|a| !self.held(&a.link, now))
+            .filter(|a| !self.rt.held(&a.link, now))
             .collect();
         if creates.is_empty() {
             return false;
         }
         // A pass of its own: a link's repairs are counted per pass.
-        self.status.passes += 1;
+        self.rt.begin_pass();
         let (results, _writes) = self.fs.apply(&creates);
         let made = results.iter().any(|r| matches!(r.outcome, Outcome::Done(_)));
         if made {
@@ -205,10 +218,9 @@ impl FarmRt {
             // (bench/latency; sched_switch traces in bench/results.md).
             std::thread::yield_now();
         }
-        for r in &results {
-            if let Outcome::Done(extra) = &r.outcome {
-                self.done(&r.action, extra.as_deref());
-            }
+        let mut hooks = Judge::new(&mut self.rt, &mut self.status, &self.name);
+        for r in results.iter().filter(|r| matches!(r.outcome, Outcome::Done(_))) {
+            hooks.result(r);
         }
         if made {
             self.status.last_pass = Some(SystemTime::now());
@@ -216,124 +228,120 @@ impl FarmRt {
         made
     }
 
-    /// A spot pass over the names events reported in `link_dir` (`FarmRt::names`): only
-    /// those names are read and repaired, so a deleted link comes back in the same time whatever
-    /// the size of the farm. It stands in for a full pass only while the farm was converged and
-    /// the names end up converged too; anything else (a conflict, a pending folder, a failure, a
-    /// flapping link, no full observation yet) is followed by a full pass, which alone decides
-    /// the farm's state. Returns whether `STATUS=` should change, or `None` when the names
-    /// needed nothing (the usual case: the event was the echo of our own repair), which is not
-    /// worth a state file update.
-    pub fn spot_pass(&mut self, adopt_after: Duration, poll_interval: Duration) -> Option<bool> {
-        let names = std::mem::take(&mut self.names);
-        if self.status.state != "converged" {
-            return Some(self.pass(adopt_after, poll_interval));
+    /// Forgets old repairs and ended holds; logs the links that stopped flapping.
+    fn log_calm(&mut self, now: Instant) {
+        for name in self.rt.expire(now) {
+            info!(farm = %self.fs.farm().name, link = %lossy(&name), "no longer flapping");
         }
-        let Some(plan) = self.fs.plan_names(&names, adopt_after, SystemTime::now()) else {
-            return Some(self.pass(adopt_after, poll_interval));
-        };
-        if plan.actions.is_empty() && plan.findings.is_empty() {
-            return None;
-        }
-        self.status.passes += 1;
-        let repairs = self.status.repairs;
-        let r = self.apply_rounds(plan, |fs| fs.plan_names(&names, adopt_after, SystemTime::now()));
-        let now = Instant::now();
-        self.expire(now);
-        let clean = matches!(&r, Some((p, None)) if p.actions.is_empty() && p.findings.is_empty())
-            && self.links.values().all(|l| !l.flapping && l.hold_until.is_none());
-        if !clean {
-            return Some(self.pass(adopt_after, poll_interval) || self.status.repairs != repairs);
-        }
-        debug!(farm = %self.farm().name, names = names.len(), "spot pass");
-        self.status.last_pass = Some(SystemTime::now());
-        Some(self.status.repairs != repairs)
     }
 
-    /// Applies `plan` in rounds: the actions not held back, then `replan` to see what came of
-    /// them, again while a race or a change calls for it. Returns the last plan and the last
-    /// error, or `None` when `replan` could not plan. The caller has counted the pass
-    /// (`status.passes`), in which each link's repair counts once.
-    fn apply_rounds(
-        &mut self,
-        mut plan: Plan,
-        mut replan: impl FnMut(&mut FarmFs) -> Option<Plan>,
-    ) -> Option<(Plan, Option<String>)> {
-        let mut last_error = None;
-        for _ in 0..ROUNDS {
-            let now = Instant::now();
-            let allowed: Vec<Action> = plan
-                .actions
-                .iter()
-                .filter(|a| !self.held(&a.link, now))
-                .cloned()
-                .collect();
-            if allowed.is_empty() {
-                break;
-            }
-            let (results, _writes) = self.fs.apply(&allowed);
-            let mut raced = false;
-            for r in &results {
-                match &r.outcome {
-                    Outcome::Done(extra) => self.done(&r.action, extra.as_deref()),
-                    Outcome::Raced(why) => {
-                        raced = true;
-                        debug!(farm = %self.farm().name, link = %lossy(&r.action.link), "{}: {why}", r.action);
-                    }
-                    Outcome::Rescued { to, why } => {
-                        raced = true;
-                        self.status.repairs += 1;
-                        warn!(
-                            farm = %self.farm().name, link = %lossy(&r.action.link), action = %"quarantine",
-                            reason = %"race", dest = %to.display(), "{why}: {}", to.display()
-                        );
-                    }
-                    Outcome::Failed(e) => {
-                        let msg = format!("{}: {e}", r.action);
-                        self.failed(&r.action, &msg);
-                        last_error = Some(msg);
-                    }
+    /// Logs a farm's state once when it changes (degraded, conflict, error), not per event.
+    fn log_state_change(&mut self, findings: &[Finding]) {
+        let state = self.rt.state();
+        let key = format!("{}|{}", state.as_str(), self.status.findings.join("|"));
+        if self.logged_state.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        let was = self.logged_state.replace(key);
+        let name = &self.fs.farm().name;
+        for f in findings {
+            match f {
+                Finding::Degraded(_) => warn!(farm = %name, reason = %"degraded", "{f}"),
+                Finding::LinkDir(why) => error!(farm = %name, reason = %link_dir_reason(why), "{f}"),
+                Finding::Conflict { link, .. } => {
+                    warn!(farm = %name, link = %lossy(link), reason = %"conflict", "{f}")
+                }
+                Finding::MissingTarget { link, .. } => {
+                    warn!(farm = %name, link = %lossy(link), reason = %"missing_target", "{f}")
+                }
+                Finding::Pending { link, .. } => {
+                    info!(farm = %name, link = %lossy(link), reason = %"pending", "{f}")
                 }
             }
-            plan = replan(&mut self.fs)?;
-            if !raced && results.iter().all(|r| !matches!(r.outcome, Outcome::Done(_))) {
-                break;
-            }
         }
-        Some((plan, last_error))
+        if state == State::Converged && was.is_some_and(|w| !w.starts_with("converged")) {
+            info!(farm = %name, "converged ({}/{} links)", self.status.links_ok, self.status.links_total);
+        }
+    }
+}
+
+/// The log's reason for a refused `link_dir`: `security` only when a symlink is involved (SPEC
+/// §4 refuses to work through one); a missing parent, a file in its place or a read error is
+/// `link_dir`. Core's finding carries only its text, whose symlink refusals all say so.
+fn link_dir_reason(why: &str) -> &'static str {
+    if why.contains("symlink") {
+        "security"
+    } else {
+        "link_dir"
+    }
+}
+
+impl Reconciler for FarmRt {
+    fn interests(&self) -> Vec<Interest> {
+        let f = self.fs.farm();
+        let mut v = vec![
+            Interest {
+                dir: f.target_dir.clone(),
+                role: Role::Full,
+            },
+            Interest {
+                dir: f.link_dir.clone(),
+                role: Role::Names,
+            },
+        ];
+        // link_dir's fd is held between passes: every component of its path is guarded.
+        v.extend(f.link_dir.ancestors().skip(1).map(|a| Interest {
+            dir: a.to_owned(),
+            role: Role::Guard,
+        }));
+        v
     }
 
-    fn held(&self, link: &OsString, now: Instant) -> bool {
-        self.links
-            .get(link)
-            .and_then(|l| l.hold_until)
-            .is_some_and(|t| t > now)
+    fn reconcile(&mut self, look: &Look) -> Reconciled {
+        match look {
+            Look::Full => {
+                self.full_pass();
+                Reconciled {
+                    publish: true,
+                    escalate: false,
+                }
+            }
+            Look::Names(names) => self.spot_pass(names),
+        }
     }
 
-    /// Forgets repairs older than the window; a link quiet for a whole window stops flapping.
-    fn expire(&mut self, now: Instant) {
-        self.links.retain(|name, l| {
-            while l
-                .repairs
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > FLAP_WINDOW)
-            {
-                l.repairs.pop_front();
-            }
-            if l.hold_until.is_some_and(|t| t <= now) {
-                l.hold_until = None;
-            }
-            if l.flapping && l.repairs.is_empty() {
-                l.flapping = false;
-                l.flaps = 0;
-                info!(link = %lossy(name), "no longer flapping");
-            }
-            l.flapping || l.failures > 0 || !l.repairs.is_empty() || l.hold_until.is_some()
-        });
+    fn due(&self) -> Option<Instant> {
+        self.rt.due()
+    }
+
+    fn watched(&mut self, w: Watched, now: Instant) {
+        self.rt.set_blind(w.blind, now);
+        // The held link_dir fd is safe only while every component of its path is watched.
+        self.fs.set_hold_link_dir(w.guarded);
+    }
+}
+
+/// The rounds' hooks for a farm: holds come from the runtime, and each result is logged as
+/// one record and counted (the one place where a farm's actions are logged).
+struct Judge<'a> {
+    rt: &'a mut Runtime,
+    status: &'a mut FarmStatus,
+    farm: &'a str,
+    now: Instant,
+}
+
+impl<'a> Judge<'a> {
+    fn new(rt: &'a mut Runtime, status: &'a mut FarmStatus, farm: &'a str) -> Self {
+        Judge {
+            rt,
+            status,
+            farm,
+            now: Instant::now(),
+        }
     }
 
     fn done(&mut self, a: &Action, extra: Option<&Path>) {
-        let farm = self.fs.farm().name.clone();
+        let farm = self.farm;
         let link = lossy(&a.link);
         let (action, reason) = (a.op.name(), a.reason.as_str());
         match (&a.op, extra) {
@@ -351,73 +359,46 @@ impl FarmRt {
         if matches!(a.op, Op::MkdirLinkDir | Op::MkdirTarget { .. }) {
             return;
         }
-        let now = Instant::now();
-        let pass = self.status.passes;
-        let l = self.links.entry(a.link.clone()).or_default();
-        l.failures = 0;
-        if l.counted == pass && !l.repairs.is_empty() {
-            return; // this link's repair in this pass is counted already
-        }
-        l.counted = pass;
-        l.repairs.push_back(now);
-        if l.repairs.len() >= FLAP_REPAIRS {
-            l.flaps += 1;
-            let hold = FLAP_HOLD_FIRST
-                .saturating_mul(1 << (l.flaps - 1).min(16))
-                .min(FLAP_HOLD_MAX);
-            l.hold_until = Some(now + hold);
-            if !l.flapping {
+        if let Some(flap) = self.rt.repaired(&a.link, Instant::now()) {
+            if flap.started {
                 warn!(
                     farm = %farm, link = %link, action = %"backoff", reason = %"flapping",
                     "{link} was repaired {} times within {}s: another program keeps changing it; \
                      backing off for {}s",
-                    l.repairs.len(), FLAP_WINDOW.as_secs(), hold.as_secs()
+                    flap.repairs, FLAP_WINDOW.as_secs(), flap.hold.as_secs()
                 );
             }
-            l.flapping = true;
         }
     }
+}
 
-    fn failed(&mut self, a: &Action, msg: &str) {
-        self.status.failures += 1;
-        let l = self.links.entry(a.link.clone()).or_default();
-        l.failures += 1;
-        let hold = FAIL_HOLD_FIRST
-            .saturating_mul(1 << (l.failures - 1).min(16))
-            .min(FAIL_HOLD_MAX);
-        l.hold_until = Some(Instant::now() + hold);
-        error!(
-            farm = %self.fs.farm().name, link = %lossy(&a.link), action = %a.op.name(),
-            reason = %a.reason.as_str(), "{msg} (retry in {}s)", hold.as_secs()
-        );
+impl Hooks for Judge<'_> {
+    fn held(&self, link: &OsString) -> bool {
+        self.rt.held(link, self.now)
     }
 
-    /// Logs a farm's state once when it changes (degraded, conflict, error), not per event.
-    fn log_state_change(&mut self, findings: &[Finding]) {
-        let state = self.status.state;
-        let key = format!("{state}|{}", self.status.findings.join("|"));
-        if self.logged_state.as_deref() == Some(key.as_str()) {
-            return;
-        }
-        let was = self.logged_state.replace(key);
-        let name = &self.fs.farm().name;
-        for f in findings {
-            match f {
-                Finding::Degraded(_) => warn!(farm = %name, reason = %"degraded", "{f}"),
-                Finding::LinkDir(_) => error!(farm = %name, reason = %"security", "{f}"),
-                Finding::Conflict { link, .. } => {
-                    warn!(farm = %name, link = %lossy(link), reason = %"conflict", "{f}")
-                }
-                Finding::MissingTarget { link, .. } => {
-                    warn!(farm = %name, link = %lossy(link), reason = %"missing_target", "{f}")
-                }
-                Finding::Pending { link, .. } => {
-                    info!(farm = %name, link = %lossy(link), reason = %"pending", "{f}")
-                }
+    fn result(&mut self, r: &ActionResult) {
+        let a = &r.action;
+        match &r.outcome {
+            Outcome::Done(extra) => self.done(a, extra.as_deref()),
+            Outcome::Raced(why) => {
+                debug!(farm = %self.farm, link = %lossy(&a.link), "{a}: {why}");
             }
-        }
-        if state == "converged" && was.is_some_and(|w| !w.starts_with("converged")) {
-            info!(farm = %name, "converged ({}/{} links)", self.status.links_ok, self.status.links_total);
+            Outcome::Rescued { to, why } => {
+                self.status.repairs += 1;
+                warn!(
+                    farm = %self.farm, link = %lossy(&a.link), action = %"quarantine",
+                    reason = %"race", dest = %to.display(), "{why}: {}", to.display()
+                );
+            }
+            Outcome::Failed(e) => {
+                self.status.failures += 1;
+                let hold = self.rt.failed(&a.link, Instant::now());
+                error!(
+                    farm = %self.farm, link = %lossy(&a.link), action = %a.op.name(),
+                    reason = %a.reason.as_str(), "{a}: {e} (retry in {}s)", hold.as_secs()
+                );
+            }
         }
     }
 }

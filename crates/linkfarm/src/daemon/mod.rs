@@ -1,17 +1,24 @@
-//! `linkfarm run`: many sources, one loop. The notify watcher, signals, and timers (settling
-//! entries, backoff, resync, polling, watchdog) feed one loop that marks farms dirty and runs one
-//! pass per dirty farm. Events are hints: a pass always re-reads the disk, so a lost or coalesced
-//! event costs nothing but latency, and an overflow is answered by a full pass.
+//! `linkfarm run`: many sources, one loop. The inotify watches, signals and timers (settling
+//! entries, backoff, resync, polling, watchdog) feed one loop; the [`router`] turns what they say
+//! into one [`Look`] per reconciler (a full pass, or a spot pass over names), and the loop runs
+//! each look on its [`Reconciler`]. Events are hints: a pass always re-reads the disk, so a lost
+//! or coalesced event costs nothing but latency, and an overflow is answered by a full pass.
+//!
+//! Who decides what: the router alone chooses the kind of pass; each farm's [`runtime`] alone
+//! decides holds, flapping, the farm's state and when to look again; [`rounds`] is the one retry
+//! of a plan's actions. This file carries out what they return and touches the watches.
 //!
 //! Passes run on the loop itself (blocking syscalls on a current-thread runtime): a signal is
 //! handled between passes, so SIGTERM finishes the pass in progress, and a hung pass stops the
 //! watchdog pings so systemd restarts the daemon.
 
 pub mod farm;
+pub mod rounds;
+pub mod router;
+pub mod runtime;
 pub mod state;
 pub mod watch;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,18 +31,61 @@ use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
 use crate::load;
-use farm::{FarmRt, FarmStatus};
+use farm::FarmRt;
+use router::{Id, Interest, Look, Role, Router};
+use runtime::State;
 use watch::{Msg, Watches};
 
 /// Events read in one go before the passes run: a flood cannot starve the passes (the kernel's
 /// own queue holds the rest, and reports an overflow if it fills).
 const MAX_BATCH: usize = 4096;
 
+/// What the loop drives: farms now, the inboxes of SPEC §10 next. A reconciler names the
+/// directories it depends on (the router routes their events, the loop watches them), carries
+/// out a look, and says when it wants one without an event.
+pub trait Reconciler {
+    /// The directories it depends on, and how their events route.
+    fn interests(&self) -> Vec<Interest>;
+    /// Carries out `look`. A [`Look::Full`] must never escalate.
+    fn reconcile(&mut self, look: &Look) -> Reconciled;
+    /// The earliest time it wants a full look without an event.
+    fn due(&self) -> Option<Instant>;
+    /// How its directories are watched now (after every change of the watches).
+    fn watched(&mut self, w: Watched, now: Instant);
+}
+
+/// How a reconciler's directories are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    /// Some of its directories cannot be watched directly: it is polled until they can.
+    pub blind: bool,
+    /// Every directory it depends on, its guards included, is watched directly.
+    pub guarded: bool,
+}
+
+/// What a look came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Something ran that the state file should show.
+    pub publish: bool,
+    /// The look could not stand for a full one: the router queues a full look.
+    pub escalate: bool,
+}
+
+impl Reconciled {
+    /// Nothing to publish; a full look is needed.
+    pub const ESCALATE: Reconciled = Reconciled {
+        publish: false,
+        escalate: true,
+    };
+}
+
 /// Everything the loop owns.
 struct Daemon {
     config_path: PathBuf,
     config: Config,
     farms: Vec<FarmRt>,
+    router: Router,
     watches: Option<Watches>,
     started: SystemTime,
     next_resync: Option<Instant>,
@@ -45,6 +95,9 @@ struct Daemon {
     watcher_error: Option<String>,
     /// Something changed that needs the watches to be re-checked.
     rewatch: bool,
+    /// When to try again the watches that failed (the watch limit reached, say), and the wait
+    /// after that: 1 s, doubling up to `poll_interval`, while they fail.
+    retry_watches: Option<(Instant, Duration)>,
     /// A pass ran since the state file was last written.
     unpublished: bool,
 }
@@ -63,6 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut d = Daemon {
         config_path: config.path.clone(),
         farms: Vec::new(),
+        router: Router::default(),
         config,
         watches,
         started: SystemTime::now(),
@@ -72,13 +126,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         reload_error: None,
         watcher_error: None,
         rewatch: true,
+        retry_watches: None,
         unpublished: true,
     };
     d.install_farms(Vec::new());
     state::remove_leftovers(&d.config.settings.state_file);
     // Watches first, then the first full pass: a change during that pass is not missed.
     d.ensure_watches();
-    d.converge(true);
+    d.converge();
     let line = d.publish();
     notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
     info!(
@@ -96,7 +151,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         };
         let mut reload = false;
-        let mut full = false;
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -118,10 +172,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         match m {
                             Msg::Rescan => {
                                 warn!("the inotify queue overflowed; running a full pass of every farm");
-                                full = true;
+                                d.full_all();
                             }
                             Msg::Ended => d.rewatch = true,
-                            Msg::Change(path, kind) => reload |= d.mark(&path, kind),
+                            Msg::Change(path, kind) => reload |= d.event(&path, kind),
                         }
                     }
                 }
@@ -131,13 +185,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         d.ping_watchdog();
         if reload {
             d.reload();
-            full = true;
         }
-        if d.next_resync.is_some_and(|t| t <= Instant::now()) {
-            debug!("resync");
-            full = true;
-        }
-        d.converge(full);
+        d.timers(Instant::now());
+        d.converge();
         let line = d.publish();
         if reload {
             notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
@@ -166,7 +216,8 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 impl Daemon {
-    /// (Re)creates the per-farm runtimes from the config, carrying counters over by farm name.
+    /// (Re)creates the per-farm runtimes from the config, carrying counters over by farm name,
+    /// and the router for them; every farm gets a full look.
     fn install_farms(&mut self, previous: Vec<FarmRt>) {
         let settings = &self.config.settings;
         self.farms = self
@@ -174,143 +225,168 @@ impl Daemon {
             .farms
             .iter()
             .map(|f| {
-                let prev: Option<&FarmStatus> = previous.iter().find(|p| p.farm().name == f.name).map(|p| &p.status);
-                let mut rt = FarmRt::new(f.clone(), prev);
-                rt.poll = match settings.watcher {
+                let prev = previous.iter().find(|p| p.farm().name == f.name);
+                let poll = match settings.watcher {
                     WatcherSetting::Poll => true,
                     WatcherSetting::Inotify => false,
                     WatcherSetting::Auto => {
-                        let net = [&f.target_dir, &f.link_dir].into_iter().find_map(|p| network_fs(p));
+                        let net = [&f.target_dir, &f.link_dir].into_iter().find_map(|p| linkfarm_fs::network_fs(p));
                         if let Some(kind) = net {
                             info!(farm = %f.name, "{kind} filesystem: inotify misses remote changes, polling every {}s", settings.poll_interval.as_secs_f32());
                         }
                         net.is_some()
                     }
                 };
-                rt
+                FarmRt::new(f.clone(), settings.adopt_after, poll, settings.poll_interval, prev)
             })
             .collect();
-        self.next_resync = settings.resync_interval.map(|i| Instant::now() + i);
+        let interests: Vec<Vec<Interest>> = (0..self.count())
+            .map(|id| self.reconciler(id).interests())
+            .collect();
+        self.router = Router::new(&self.config_path, &interests);
+        self.full_all();
+    }
+
+    /// How many reconcilers the loop drives.
+    fn count(&self) -> usize {
+        self.farms.len()
+    }
+
+    /// Reconciler `id`: the farms, in config order (the inboxes will follow them).
+    fn reconciler(&mut self, id: Id) -> &mut dyn Reconciler {
+        &mut self.farms[id]
+    }
+
+    /// Every reconciler, in [`Id`] order.
+    fn reconcilers(&self) -> impl Iterator<Item = &dyn Reconciler> {
+        self.farms.iter().map(|f| f as &dyn Reconciler)
+    }
+
+    /// A full look for every reconciler (start-up, reload, resync, overflow); it also re-checks
+    /// the watches and restarts the resync timer.
+    fn full_all(&mut self) {
+        self.router.full_all(self.count());
+        self.next_resync = self.config.settings.resync_interval.map(|i| Instant::now() + i);
         self.rewatch = true;
     }
 
-    /// Marks the farms that an event concerns; returns whether the config file is to be re-read.
-    fn mark(&mut self, p: &Path, kind: watch::Kind) -> bool {
+    /// Routes one event; returns whether the config file is to be re-read. An event at a
+    /// watched directory or one of its ancestors also sends the watches for a look: a watch
+    /// follows its inode, so after a rename of the directory or of an ancestor it would report
+    /// another directory's events under the wanted path, and one on a directory renamed or
+    /// removed ends or moves with it.
+    fn event(&mut self, p: &Path, kind: watch::Kind) -> bool {
         use watch::Kind;
-        let reload = p == self.config_path && watch::config_settled(kind);
-        if kind == Kind::Written {
-            // Only the config cares; for a farm the create event already counted.
-            return reload;
-        }
-        for f in &mut self.farms {
-            let farm = f.fs.farm();
-            let near = |dir: &Path| p == dir || p.parent() == Some(dir) || dir.starts_with(p);
-            if near(&farm.target_dir) {
-                // Which links are desired may have changed: only a full pass knows.
-                f.dirty = true;
-            } else if p.parent() == Some(farm.link_dir.as_path()) {
-                if let Some(name) = p.file_name() {
-                    f.names.insert(name.to_owned());
-                    if matches!(kind, Kind::Removed | Kind::Renamed) {
-                        f.gone.insert(name.to_owned());
-                    }
+        let routed = self.router.event(p, kind);
+        if routed.watched_path && kind != Kind::Written {
+            self.rewatch = true;
+            if let Some(w) = &mut self.watches {
+                if matches!(kind, Kind::Renamed | Kind::Removed | Kind::SelfGone) && w.is_watched(p) {
+                    w.invalidate(p);
                 }
-            } else if near(&farm.link_dir) {
-                f.dirty = true;
             }
         }
-        // A watched directory renamed or removed: its watch follows the inode elsewhere or ends.
-        if let Some(w) = &mut self.watches {
-            let moved = matches!(kind, Kind::Renamed | Kind::Removed | Kind::SelfGone);
-            if moved && w.is_watched(p) {
-                w.invalidate(p);
+        routed.reload
+    }
+
+    /// The timers that came due: a reconciler's own (settling, holds, polling) and the resync.
+    /// A timer-driven pass also re-checks the watches, so a farm that lost its watches to a race
+    /// gets them back without waiting for an event.
+    fn timers(&mut self, now: Instant) {
+        if self.retry_watches.is_some_and(|(t, _)| t <= now) {
+            self.rewatch = true;
+        }
+        if self.next_resync.is_some_and(|t| t <= now) {
+            debug!("resync");
+            self.full_all();
+        }
+        for id in 0..self.count() {
+            if self.reconciler(id).due().is_some_and(|t| t <= now) {
+                self.router.full(id);
                 self.rewatch = true;
             }
         }
-        // A path that is (an ancestor of) a directory we watch only through an ancestor, or a
-        // watched directory itself (deleted, renamed): the watches must be looked at again.
-        if let Some(w) = &self.watches {
-            if self
-                .wanted_paths()
-                .any(|d| d.starts_with(p) && (!w.is_watched(d) || d == p))
-            {
-                self.rewatch = true;
+    }
+
+    /// Runs the queued looks, then the watches, then the looks for what is under a watch that
+    /// was just added (a directory made or found by a pass): what happened there before the
+    /// watch existed produced no event, so only a look at the disk can see it.
+    fn converge(&mut self) {
+        rounds::repeat(|| {
+            self.run_looks();
+            self.ensure_watches()
+        });
+    }
+
+    /// Runs every queued look; an escalation is queued and run in the same turn. A full look
+    /// never escalates, so this ends after two looks per reconciler at most.
+    fn run_looks(&mut self) {
+        while !self.router.is_empty() {
+            for (id, look) in self.router.take() {
+                let r = self.reconciler(id).reconcile(&look);
+                self.unpublished |= r.publish;
+                if r.escalate && look != Look::Full {
+                    self.router.full(id);
+                }
             }
         }
-        reload
     }
 
-    /// The directories to watch: each farm's two, and the config file's.
-    fn wanted_paths(&self) -> impl Iterator<Item = &Path> {
-        self.farms
-            .iter()
-            .flat_map(|f| [f.farm().target_dir.as_path(), f.farm().link_dir.as_path()])
-            .chain(self.config_path.parent())
-    }
-
-    fn wanted(&self) -> BTreeSet<PathBuf> {
-        self.wanted_paths().map(Path::to_owned).collect()
-    }
-
-    /// Passes, then watches, then passes again for the farms under a watch that was just added
-    /// (a directory made or found by the pass): what happened there before the watch existed
-    /// produced no event, so only a look at the disk can see it.
-    fn converge(&mut self, full: bool) -> bool {
-        let mut changed = self.run_passes(full);
-        for _ in 0..3 {
-            if !self.ensure_watches() {
-                break;
-            }
-            changed |= self.run_passes(false);
-        }
-        changed
-    }
-
-    /// Re-checks the watches when something asked for it; returns whether a farm must be looked
-    /// at again because a watch was added under it.
+    /// Re-checks the watches when something asked for it; returns whether a look was queued
+    /// because a watch was added.
     fn ensure_watches(&mut self) -> bool {
         if !std::mem::take(&mut self.rewatch) {
             return false;
         }
-        let wanted = self.wanted();
+        let wanted = self.router.wanted().clone();
         let (unwatched, added) = match &mut self.watches {
             Some(w) => w.ensure(&wanted),
-            None => (wanted, Vec::new()),
+            None => (wanted.into_keys().collect(), Vec::new()),
         };
-        let mut again = false;
-        for f in &mut self.farms {
-            let farm = f.fs.farm();
-            if added
-                .iter()
-                .any(|a| farm.link_dir.starts_with(a) || farm.target_dir.starts_with(a))
-            {
-                f.dirty = true;
-                again = true;
-            }
+        for a in &added {
+            self.router.watch_added(a);
         }
-        // A farm whose directories cannot be watched directly is found by its ancestor's events
-        // when they come back; if no watch at all is possible, it is polled.
-        let poll_interval = self.config.settings.poll_interval;
-        for f in &mut self.farms {
-            let blind = self.watches.is_none()
-                || (unwatched.contains(&f.farm().link_dir)
-                    && std::fs::symlink_metadata(&f.farm().link_dir).is_ok_and(|m| m.is_dir()))
-                || (unwatched.contains(&f.farm().target_dir) && f.farm().target_dir.is_dir());
-            if blind && f.next_poll.is_none() {
-                f.next_poll = Some(Instant::now() + poll_interval);
+        // Failed watches are tried again soon (a watch limit is often raised, or freed, within
+        // seconds), then less often; meanwhile their reconcilers are polled.
+        let now = Instant::now();
+        self.retry_watches = match (
+            self.watches.as_ref().is_some_and(Watches::failing),
+            self.retry_watches,
+        ) {
+            (false, _) => None,
+            (true, None) => Some((now + Duration::from_secs(1), Duration::from_secs(2))),
+            (true, Some((_, wait))) => {
+                let wait = wait.min(self.config.settings.poll_interval);
+                Some((now + wait, wait * 2))
             }
-            if !blind && !f.poll {
-                f.next_poll = None;
-            }
+        };
+        // A reconciler whose directories cannot be watched directly is found by its ancestor's
+        // events when they come back; if no watch at all is possible, it is polled. One whose
+        // guards are not all watched must not rely on them.
+        let no_watcher = self.watches.is_none();
+        for id in 0..self.count() {
+            let r = self.reconciler(id);
+            let interests = r.interests();
+            let blind = no_watcher
+                || interests.iter().any(|i| {
+                    unwatched.contains(&i.dir)
+                        && match i.role {
+                            Role::Names => std::fs::symlink_metadata(&i.dir).is_ok_and(|m| m.is_dir()),
+                            Role::Full => i.dir.is_dir(),
+                            Role::Guard => false,
+                        }
+                });
+            let guarded = !no_watcher && interests.iter().all(|i| !unwatched.contains(&i.dir));
+            r.watched(Watched { blind, guarded }, now);
         }
-        again
+        !self.router.is_empty()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.farms
-            .iter()
-            .filter_map(FarmRt::due)
+        self.reconcilers()
+            .filter_map(Reconciler::due)
             .chain(self.next_resync)
+            .chain(self.retry_watches.map(|(t, _)| t))
             .chain(self.watchdog.map(|(_, t)| t))
             .min()
     }
@@ -325,41 +401,9 @@ impl Daemon {
         }
     }
 
-    /// Runs a full pass for every dirty or due farm (every farm when `full`), and a spot pass
-    /// for a farm that events only reported names in `link_dir` of. Returns whether a farm's
-    /// status changed.
-    fn run_passes(&mut self, full: bool) -> bool {
-        let now = Instant::now();
-        let s = &self.config.settings;
-        if full {
-            self.next_resync = s.resync_interval.map(|i| now + i);
-        }
-        let mut changed = false;
-        for f in &mut self.farms {
-            let due = f.due().is_some_and(|t| t <= now);
-            if full || f.dirty || due {
-                changed |= f.pass(s.adopt_after, s.poll_interval);
-                self.unpublished = true;
-            } else if !f.names.is_empty() {
-                if f.recreate_gone(s.adopt_after) {
-                    changed = true;
-                    self.unpublished = true;
-                }
-                if let Some(c) = f.spot_pass(s.adopt_after, s.poll_interval) {
-                    changed |= c;
-                    self.unpublished = true;
-                }
-            }
-            // A timer-driven pass (polling, backoff, settling) also re-checks the watches, so a
-            // farm that lost its watches to a race gets them back without waiting for an event.
-            self.rewatch |= due || full;
-        }
-        changed
-    }
-
     /// Updates `STATUS=` when it changed, and the state file after a pass (only then: a wake-up
     /// without a pass must not write, or the write's own event in a watched directory would wake
-    /// the loop again). Returns the status line.
+    /// the loop again). Returns the status line. This is where a pass's results are published.
     fn publish(&mut self) -> String {
         let line = status_line(&self.farms, self.reload_error.is_some());
         if line != self.status_line {
@@ -401,6 +445,8 @@ impl Daemon {
                 error!("reload failed, the previous config stays in force: {e}");
                 self.reload_error = Some(e.to_string());
                 self.unpublished = true;
+                // As before: a reload request looks at every farm, whatever came of it.
+                self.full_all();
             }
         }
     }
@@ -408,26 +454,26 @@ impl Daemon {
 
 /// `2 farms, 16/16 links ok; last repair ...` — what `systemctl status` shows.
 fn status_line(farms: &[FarmRt], reload_failed: bool) -> String {
-    let total: usize = farms.iter().map(|f| f.status.links_total).sum();
-    let ok: usize = farms.iter().map(|f| f.status.links_ok).sum();
+    let total: usize = farms.iter().map(|f| f.status().links_total).sum();
+    let ok: usize = farms.iter().map(|f| f.status().links_ok).sum();
     let mut s = format!(
         "{} farm{}, {ok}/{total} links ok",
         farms.len(),
         if farms.len() == 1 { "" } else { "s" }
     );
-    for state in ["degraded", "flapping", "conflict", "error", "drift"] {
+    for state in State::NOT_CONVERGED {
         let names: Vec<&str> = farms
             .iter()
-            .filter(|f| f.status.state == state)
+            .filter(|f| f.state() == state)
             .map(|f| f.farm().name.as_str())
             .collect();
         if !names.is_empty() {
-            s.push_str(&format!("; {state}: {}", names.join(", ")));
+            s.push_str(&format!("; {}: {}", state.as_str(), names.join(", ")));
         }
     }
     if let Some((t, what)) = farms
         .iter()
-        .filter_map(|f| f.status.last_repair.as_ref())
+        .filter_map(|f| f.status().last_repair.as_ref())
         .max_by_key(|(t, _)| *t)
     {
         s.push_str(&format!(
@@ -439,24 +485,4 @@ fn status_line(farms: &[FarmRt], reload_failed: bool) -> String {
         s.push_str("; last reload FAILED (see the log)");
     }
     s
-}
-
-/// The kind of network or FUSE filesystem `path` (or its nearest existing ancestor) is on.
-pub fn network_fs(path: &Path) -> Option<&'static str> {
-    use nix::sys::statfs::{statfs, FUSE_SUPER_MAGIC, NFS_SUPER_MAGIC, SMB_SUPER_MAGIC};
-    const CIFS: i64 = 0xFF53_4D42;
-    const SMB2: i64 = 0xFE53_4D42;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let t = statfs(existing).ok()?.filesystem_type();
-    #[allow(clippy::unnecessary_cast)]
-    let raw = t.0 as i64;
-    if t == NFS_SUPER_MAGIC {
-        Some("NFS")
-    } else if t == SMB_SUPER_MAGIC || raw == CIFS || raw == SMB2 {
-        Some("CIFS/SMB")
-    } else if t == FUSE_SUPER_MAGIC {
-        Some("FUSE")
-    } else {
-        None
-    }
 }

@@ -16,22 +16,22 @@ pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_e
     let farms: Vec<Value> = farms
         .iter()
         .map(|f| {
-            let s = &f.status;
+            let (s, rt) = (f.status(), f.runtime());
             json!({
                 "name": f.farm().name,
-                "state": s.state,
+                "state": f.state().as_str(),
                 "links_total": s.links_total,
                 "links_ok": s.links_ok,
-                "passes": s.passes,
+                "passes": rt.passes(),
                 "repairs": s.repairs,
                 "failures": s.failures,
                 "last_pass": s.last_pass.map(rfc3339),
                 "last_repair": s.last_repair.as_ref().map(|(t, _)| rfc3339(*t)),
                 "last_repair_action": s.last_repair.as_ref().map(|(_, a)| a.clone()),
-                "last_error": s.last_error,
+                "last_error": rt.last_error(),
                 "findings": s.findings,
                 "flapping": s.flapping,
-                "polling": f.poll,
+                "polling": rt.poll_setting(),
             })
         })
         .collect();

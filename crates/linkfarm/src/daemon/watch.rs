@@ -1,7 +1,9 @@
 //! inotify watches, non-recursive, on each farm's `target_dir` and `link_dir` and on the config
-//! file's directory, read by the loop itself. A watched directory that disappears (or is replaced:
-//! inotify watches inodes, so a renamed directory would otherwise keep reporting under its old
-//! name) is replaced by a watch on its nearest existing ancestor until it comes back.
+//! file's directory, read by the loop itself; and on every ancestor of a `link_dir`, for moves and
+//! deletions only ([`Watch::Guard`]): they guard the `link_dir` fd held between repairs (SPEC §4
+//! as amended). A watched directory that disappears (or is replaced: inotify watches inodes, so a
+//! renamed directory would otherwise keep reporting under its old name) is replaced by a watch on
+//! its nearest existing ancestor until it comes back.
 //!
 //! The inotify fd is read on the loop's own thread (a tokio `AsyncFd`), with a mask of exactly
 //! the events that can matter. (notify, which wraps the same crate, reads
@@ -38,6 +40,37 @@ fn mask() -> WatchMask {
         | WatchMask::DONT_FOLLOW
         | WatchMask::EXCL_UNLINK
 }
+
+/// The events that can matter on an ancestor of a `link_dir` (SPEC §4 as amended: the held
+/// `link_dir` fd is guarded by watches on every ancestor): a component name moved or deleted,
+/// or the directory itself. Not creations (a component can only be created after it was moved
+/// or deleted, and then `link_dir` is missing and its nearest ancestor gets the full mask) and
+/// not writes: an ancestor such as /tmp may be busy, and its other names cost nothing then.
+fn guard_mask() -> WatchMask {
+    WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK
+        // Added to the full mask, not in its place, when one directory is watched both ways
+        // (two paths naming one inode).
+        | WatchMask::MASK_ADD
+}
+
+/// How a wanted directory is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Watch {
+    /// Every event that can matter ([`mask`]).
+    Full,
+    /// Only moves and deletions of its names and itself: the ancestors of a `link_dir`.
+    Guard,
+}
+
+/// A directory to watch: its (device, inode) and how.
+type Target = ((u64, u64), Watch);
 
 /// The inotify fd's raw events, read on the loop's thread.
 pub struct Stream {
@@ -129,8 +162,9 @@ pub enum Msg {
 /// The set of watches and what each one currently points at.
 pub struct Watches {
     handle: inotify::Watches,
-    /// Path actually watched → (device, inode) when the watch was added, and its descriptor.
-    current: BTreeMap<PathBuf, ((u64, u64), WatchDescriptor)>,
+    /// Path actually watched → (device, inode) and how when the watch was added, and its
+    /// descriptor.
+    current: BTreeMap<PathBuf, (Target, WatchDescriptor)>,
     /// Descriptor → the watched paths it serves (two paths can name one directory).
     paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
     /// Paths that could not be watched, with the error (logged once).
@@ -225,17 +259,15 @@ impl Watches {
     /// directory, not a symlink), else its nearest existing ancestor. Returns the wanted paths
     /// that are not watched directly (their farm should be polled) and the paths that were
     /// newly watched (whatever changed under them before the watch existed was not seen).
-    pub fn ensure(&mut self, wanted: &BTreeSet<PathBuf>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
+    /// A directory watched directly as a guard and as the fallback of a missing one gets the
+    /// full mask.
+    pub fn ensure(&mut self, wanted: &BTreeMap<PathBuf, Watch>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
         let mut added = Vec::new();
         // A directory can vanish between its stat and inotify_add_watch; then the targets are
         // computed again, so its ancestor gets the watch instead.
-        for _ in 0..4 {
-            if !self.ensure_once(wanted, &mut added) {
-                break;
-            }
-        }
+        super::rounds::repeat(|| self.ensure_once(wanted, &mut added));
         let unwatched: BTreeSet<PathBuf> = wanted
-            .iter()
+            .keys()
             .filter(|p| !self.current.contains_key(*p))
             .cloned()
             .collect();
@@ -252,14 +284,18 @@ impl Watches {
     }
 
     /// One round of [`Watches::ensure`]; returns whether a directory vanished meanwhile.
-    fn ensure_once(&mut self, wanted: &BTreeSet<PathBuf>, added: &mut Vec<PathBuf>) -> bool {
-        let mut target: BTreeMap<PathBuf, (u64, u64)> = BTreeMap::new();
-        for p in wanted {
+    fn ensure_once(&mut self, wanted: &BTreeMap<PathBuf, Watch>, added: &mut Vec<PathBuf>) -> bool {
+        let mut target: BTreeMap<PathBuf, Target> = BTreeMap::new();
+        for (p, how) in wanted {
             let mut at = p.as_path();
             loop {
                 if let Ok(m) = std::fs::symlink_metadata(at) {
                     if m.is_dir() {
-                        target.insert(at.to_owned(), (m.dev(), m.ino()));
+                        // A stand-in for a missing directory watches for everything.
+                        let how = if at == p { *how } else { Watch::Full };
+                        let id = (m.dev(), m.ino());
+                        let e = target.entry(at.to_owned()).or_insert((id, how));
+                        e.1 = e.1.min(how);
                         break;
                     }
                 }
@@ -284,7 +320,11 @@ impl Watches {
             if self.current.contains_key(p) {
                 continue;
             }
-            match self.handle.add(p, mask()) {
+            let m = match id.1 {
+                Watch::Full => mask(),
+                Watch::Guard => guard_mask(),
+            };
+            match self.handle.add(p, m) {
                 Ok(wd) => {
                     tracing::debug!("watch {}", p.display());
                     added.push(p.clone());
@@ -341,6 +381,12 @@ impl Watches {
         self.current.contains_key(path)
     }
 
+    /// Whether a directory could not be watched for a reason other than its absence (the
+    /// watch limit, for one): worth trying again soon.
+    pub fn failing(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
     /// Number of directories watched.
     pub fn len(&self) -> usize {
         self.current.len()
@@ -358,13 +404,6 @@ pub fn log_error(last: &mut Option<String>, msg: String) {
         warn!("watcher: {msg}");
         *last = Some(msg);
     }
-}
-
-/// Whether an event on the config file means it is complete and should be read: closed after
-/// writing, renamed onto its name (an editor's atomic save) or removed. A write in progress is
-/// not: reading it then would log a bogus error.
-pub fn config_settled(kind: Kind) -> bool {
-    matches!(kind, Kind::Written | Kind::Renamed | Kind::Removed)
 }
 
 #[cfg(test)]

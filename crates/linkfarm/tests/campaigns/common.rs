@@ -1,10 +1,11 @@
 //! Shared by the campaigns: a seeded PRNG, campaign sizes, inventories, and invariant checks.
 #![allow(dead_code)]
 
+pub use linkfarm_testsupport::{inventory, inventory_diff, inventory_except, wait_for_within as wait_for};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// `LINKFARM_CAMPAIGN=full` runs the full-size campaigns; anything else the short CI versions.
 pub fn full() -> bool {
@@ -40,39 +41,6 @@ impl Rng {
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
-}
-
-/// Every regular file under `root` (not following symlinks): content → count.
-pub fn inventory(root: &Path) -> BTreeMap<Vec<u8>, usize> {
-    inventory_except(root, &[])
-}
-
-/// Like [`inventory`], skipping files directly in `root` whose name starts with one of `skip`
-/// (the config and the daemon's state file are not user data).
-pub fn inventory_except(root: &Path, skip: &[&str]) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            if d == root
-                && skip
-                    .iter()
-                    .any(|s| e.file_name().to_string_lossy().starts_with(s))
-            {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                if let Ok(c) = fs::read(e.path()) {
-                    *out.entry(c).or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Paths under `root` whose name starts with `.linkfarm-tmp.`.
@@ -119,15 +87,6 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
-#[track_caller]
-pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_linkfarm")
 }
@@ -149,22 +108,4 @@ pub fn states(config: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// What differs between two inventories, briefly (for assertion messages).
-pub fn inventory_diff(before: &BTreeMap<Vec<u8>, usize>, after: &BTreeMap<Vec<u8>, usize>) -> String {
-    let show = |b: &Vec<u8>| String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned();
-    let lost: Vec<String> = before
-        .iter()
-        .filter(|(k, v)| after.get(*k) < Some(v))
-        .map(|(k, _)| show(k))
-        .take(5)
-        .collect();
-    let extra: Vec<String> = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) < Some(v))
-        .map(|(k, _)| show(k))
-        .take(5)
-        .collect();
-    format!("lost {lost:?}, extra {extra:?}")
 }

@@ -3,20 +3,11 @@
 
 use std::path::Path;
 
-use linkfarm_core::{parse_config, IdLookup};
+use linkfarm_core::parse_config;
+use linkfarm_testsupport::Ids;
 use proptest::prelude::*;
 
 use crate::common::size;
-
-struct Ids;
-impl IdLookup for Ids {
-    fn user(&self, n: &str) -> Option<u32> {
-        (n == "alice").then_some(1000)
-    }
-    fn group(&self, n: &str) -> Option<u32> {
-        (n == "staff").then_some(100)
-    }
-}
 
 const BASES: &[&str] = &[
     include_str!("../../../../examples/cw.yaml"),
