@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod load;
 pub mod logging;
+pub mod metrics;
 pub mod oneshot;
 pub mod report;
 

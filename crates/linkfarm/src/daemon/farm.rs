@@ -51,6 +51,8 @@ pub struct FarmStatus {
     pub passes: u64,
     /// Changes made.
     pub repairs: u64,
+    /// Changes made, per `(action, reason)`, for the metrics.
+    pub repairs_by: crate::metrics::RepairCounts,
     /// Actions that failed.
     pub failures: u64,
     /// Wall time of the last pass.
@@ -283,6 +285,7 @@ impl FarmRt {
                     Outcome::Rescued { to, why } => {
                         raced = true;
                         self.status.repairs += 1;
+                        *self.status.repairs_by.entry(("quarantine", "race")).or_default() += 1;
                         warn!(
                             farm = %self.farm().name, link = %lossy(&r.action.link), action = %"quarantine",
                             reason = %"race", dest = %to.display(), "{why}: {}", to.display()
@@ -347,6 +350,7 @@ impl FarmRt {
             _ => info!(farm = %farm, link = %link, action = %action, reason = %reason, "{a}"),
         }
         self.status.repairs += 1;
+        *self.status.repairs_by.entry((action, reason)).or_default() += 1;
         self.status.last_repair = Some((SystemTime::now(), a.to_string()));
         if matches!(a.op, Op::MkdirLinkDir | Op::MkdirTarget { .. }) {
             return;
@@ -418,6 +422,21 @@ impl FarmRt {
         }
         if state == "converged" && was.is_some_and(|w| !w.starts_with("converged")) {
             info!(farm = %name, "converged ({}/{} links)", self.status.links_ok, self.status.links_total);
+        }
+    }
+}
+
+impl FarmRt {
+    /// The farm's numbers for the metrics file.
+    pub fn sample(&self) -> crate::metrics::FarmSample<'_> {
+        crate::metrics::FarmSample {
+            name: &self.farm().name,
+            state: self.status.state,
+            links: self.status.links_total,
+            links_ok: self.status.links_ok,
+            repairs: &self.status.repairs_by,
+            failures: self.status.failures,
+            last_pass: self.status.last_pass,
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
 use crate::load;
+use crate::metrics::{self, Metrics};
 use farm::{FarmRt, FarmStatus};
 use watch::{Msg, Watches};
 
@@ -47,6 +48,9 @@ struct Daemon {
     rewatch: bool,
     /// A pass ran since the state file was last written.
     unpublished: bool,
+    metrics: Metrics,
+    /// When `metrics` holds back a change (see `Metrics::update`).
+    metrics_due: Option<Instant>,
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
@@ -61,6 +65,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     let mut d = Daemon {
+        metrics: Metrics::new(config.settings.metrics_file.clone()),
+        metrics_due: None,
         config_path: config.path.clone(),
         farms: Vec::new(),
         config,
@@ -147,6 +153,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     info!("stopping");
     d.unpublished = true;
     d.publish();
+    d.update_metrics(true);
     Ok(())
 }
 
@@ -311,6 +318,7 @@ impl Daemon {
             .iter()
             .filter_map(FarmRt::due)
             .chain(self.next_resync)
+            .chain(self.metrics_due)
             .chain(self.watchdog.map(|(_, t)| t))
             .min()
     }
@@ -337,9 +345,11 @@ impl Daemon {
         let mut changed = false;
         for f in &mut self.farms {
             let due = f.due().is_some_and(|t| t <= now);
+            let began = Instant::now();
             if full || f.dirty || due {
                 changed |= f.pass(s.adopt_after, s.poll_interval);
                 self.unpublished = true;
+                self.metrics.passes.observe(began.elapsed());
             } else if !f.names.is_empty() {
                 if f.recreate_gone(s.adopt_after) {
                     changed = true;
@@ -349,6 +359,7 @@ impl Daemon {
                     changed |= c;
                     self.unpublished = true;
                 }
+                self.metrics.passes.observe(began.elapsed());
             }
             // A timer-driven pass (polling, backoff, settling) also re-checks the watches, so a
             // farm that lost its watches to a race gets them back without waiting for an event.
@@ -366,6 +377,7 @@ impl Daemon {
             notify(&[NotifyState::Status(&line)]);
             self.status_line = line.clone();
         }
+        self.update_metrics(false);
         if !std::mem::take(&mut self.unpublished) {
             return line;
         }
@@ -374,6 +386,7 @@ impl Daemon {
             &self.config_path,
             &self.farms,
             self.reload_error.as_deref(),
+            &self.metrics.passes,
         );
         if let Err(e) = state::write(&self.config.settings.state_file, &v) {
             debug!(
@@ -382,6 +395,19 @@ impl Daemon {
             );
         }
         line
+    }
+
+    /// Offers the numbers to the metrics file, which writes them if they changed (`last`: now,
+    /// whatever the once-a-second limit, as the daemon stops).
+    fn update_metrics(&mut self, last: bool) {
+        let process = metrics::Process {
+            started: self.started,
+            resync_interval: self.config.settings.resync_interval,
+        };
+        let farms: Vec<_> = self.farms.iter().map(FarmRt::sample).collect();
+        let now = Instant::now();
+        let now = if last { now + metrics::MIN_INTERVAL } else { now };
+        self.metrics_due = self.metrics.update(&process, &farms, now);
     }
 
     fn reload(&mut self) {
@@ -394,6 +420,7 @@ impl Daemon {
                 info!("reloaded {}", self.config_path.display());
                 self.reload_error = None;
                 self.config = new;
+                self.metrics.set_path(self.config.settings.metrics_file.clone());
                 let previous = std::mem::take(&mut self.farms);
                 self.install_farms(previous);
             }
