@@ -2,6 +2,7 @@
 //! command. Every check prints OK, WARN or FAIL with one line of remedy. Read-only: the doctor
 //! observes and plans, it never applies.
 
+mod metrics;
 pub mod smb;
 
 use std::os::unix::fs::MetadataExt;
@@ -91,6 +92,7 @@ pub fn diagnose(config_path: &Path, smb_conf: &Path) -> Vec<Check> {
     }
     inotify_checks(&config, &mut out);
     samba_checks(&config, smb_conf, &mut out);
+    out.extend(metrics::metrics_checks(&config.settings, SystemTime::now()));
     out
 }
 
