@@ -217,6 +217,10 @@ impl Metrics {
                     let hint = if e.kind() == std::io::ErrorKind::NotFound {
                         "; its directory must exist: it is node exporter's --collector.textfile.directory \
                          (install prometheus-node-exporter, or fix settings.metrics_file; see `linkfarm doctor`)"
+                    } else if e.raw_os_error() == Some(libc::EROFS) {
+                        "; under systemd the unit's sandbox allows it only in ReadWritePaths= \
+                         (systemctl edit linkfarm), and a directory made after the start only after \
+                         systemctl restart linkfarm"
                     } else {
                         ""
                     };
