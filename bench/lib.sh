@@ -9,7 +9,8 @@ build_tools() {
 }
 
 # make_farm: N target folders in $W/models, the link dirs c, cs, ln, tmpfiles (converged by the
-# C loop) and lf (by linkfarm, config $W/lf.yaml), and $W/tmpfiles.conf.
+# C loop) and lf (by linkfarm, config $W/lf.yaml), and $W/tmpfiles.conf. BENCH_METRICS=1 also
+# sets linkfarm's metrics_file (in $S).
 make_farm() {
     M=$W/models
     mkdir -p "$M"
@@ -27,6 +28,7 @@ farms:
 settings:
   state_file: $S/state.json
   adopt_after: 0s
+${BENCH_METRICS:+  metrics_file: $S/linkfarm.prom}
 YAML
     "$LF" -c "$W/lf.yaml" apply >/dev/null
     seq -f 'm%06g' 0 $((N - 1)) |

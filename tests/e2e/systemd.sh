@@ -199,6 +199,17 @@ check "after the drop-in, the tree is managed" wait_until 10 ct test -L /srv/lin
 check "the sandbox never stopped the daemon from managing the example tree" \
     ct bash -c "for n in checkpoints loras vae controlnet upscale_models embeddings clip diffusion_models; do test -L $UP/\$n || exit 1; done"
 
+# --- metrics under the sandbox (SPEC §12) -----------------------------------------------------------
+# The unit's ReadWritePaths=-/var/lib/prometheus/node-exporter lets the daemon write node
+# exporter's textfile directory (made here before the restart, as installing node exporter would).
+PROM=/var/lib/prometheus/node-exporter/linkfarm.prom
+ct mkdir -p /var/lib/prometheus/node-exporter
+ct bash -c "sed -i 's|^settings:|settings:\\n  metrics_file: $PROM|' $CFG"
+check "with metrics_file set, the service restarts" ct systemctl restart linkfarm
+check "the sandboxed daemon writes node exporter's textfile" \
+    wait_until 10 ct grep -q '^linkfarm_farm_state{farm="models-upload",state="converged"} 1' $PROM
+check "readable by node exporter's user (0644)" test "$(ct stat -c %a $PROM)" = 644
+
 # --- stop ------------------------------------------------------------------------------------------
 ct systemctl stop linkfarm
 check "systemctl stop exits cleanly (status 0, inactive)" \

@@ -165,6 +165,7 @@ struct RawSettings {
     watcher: Option<Watcher>,
     poll_interval: Option<Spanned<Scalar>>,
     state_file: Option<Spanned<String>>,
+    metrics_file: Option<Spanned<String>>,
 }
 
 /// `entries:` is either the string `"*"` or a list; written by hand so that the list items keep
@@ -434,6 +435,19 @@ fn validate_settings(raw: RawSettings, base: &Path, d: &mut Diags) -> Settings {
             );
         } else {
             s.state_file = absolutize(base, Path::new(&p.value));
+        }
+    }
+    if let Some(p) = &raw.metrics_file {
+        // node exporter's textfile collector reads only `*.prom`: any other name would be
+        // written faithfully and never scraped, with nothing to say why.
+        if !p.value.ends_with(".prom") {
+            d.at(
+                p.referenced,
+                format!("`metrics_file` `{}` does not end in .prom", p.value.escape_debug()),
+                "node exporter reads only *.prom files: write e.g. /var/lib/prometheus/node-exporter/linkfarm.prom",
+            );
+        } else {
+            s.metrics_file = Some(absolutize(base, Path::new(&p.value)));
         }
     }
     s

@@ -129,6 +129,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Where the daemon writes its state.
     pub state_file: PathBuf,
+    /// Where the daemon writes Prometheus metrics for node exporter's textfile collector
+    /// (SPEC §12); `None` (the default) writes none.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -139,6 +142,7 @@ impl Default for Settings {
             watcher: Watcher::Auto,
             poll_interval: Duration::from_secs(30),
             state_file: PathBuf::from("/run/linkfarm/state.json"),
+            metrics_file: None,
         }
     }
 }

@@ -235,3 +235,28 @@ fn relative_paths_resolve_against_the_file() {
     assert_eq!(c.farms[0].link_dir, Path::new("/srv/conf/up"));
     assert_eq!(c.settings.state_file, Path::new("/srv/conf/run/state.json"));
 }
+
+#[test]
+fn metrics_file_is_off_by_default_and_relative_to_the_file() {
+    let c = parse_config(&farm(""), Path::new(FILE), &Ids).unwrap();
+    assert_eq!(c.settings.metrics_file, None);
+    let t = farm("") + "settings:\n  metrics_file: prom/linkfarm.prom\n";
+    let c = parse_config(&t, Path::new("/srv/conf/lf.yaml"), &Ids).unwrap();
+    assert_eq!(
+        c.settings.metrics_file.as_deref(),
+        Some(Path::new("/srv/conf/prom/linkfarm.prom"))
+    );
+}
+
+#[test]
+fn metrics_file_not_ending_in_prom() {
+    // node exporter would never read it, and say nothing.
+    let t = farm("") + "settings:\n  metrics_file: /var/lib/prometheus/node-exporter/linkfarm.txt\n";
+    assert_err(&t, 8, 17, "does not end in .prom");
+    assert_err(
+        &(farm("") + "settings:\n  metrics_file: \"\"\n"),
+        8,
+        17,
+        "does not end in .prom",
+    );
+}

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod load;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod oneshot;
 pub mod report;
 pub mod verify;

@@ -29,6 +29,8 @@ pub struct FarmStatus {
     pub links_ok: usize,
     /// Changes made.
     pub repairs: u64,
+    /// Changes made, per `(action, reason)`, for the metrics.
+    pub repairs_by: crate::metrics::RepairCounts,
     /// Actions that failed.
     pub failures: u64,
     /// Wall time of the last pass.
@@ -355,6 +357,7 @@ impl<'a> Judge<'a> {
             _ => info!(farm = %farm, link = %link, action = %action, reason = %reason, "{a}"),
         }
         self.status.repairs += 1;
+        *self.status.repairs_by.entry((action, reason)).or_default() += 1;
         self.status.last_repair = Some((SystemTime::now(), a.to_string()));
         if matches!(a.op, Op::MkdirLinkDir | Op::MkdirTarget { .. }) {
             return;
@@ -386,6 +389,7 @@ impl Hooks for Judge<'_> {
             }
             Outcome::Rescued { to, why } => {
                 self.status.repairs += 1;
+                *self.status.repairs_by.entry(("quarantine", "race")).or_default() += 1;
                 warn!(
                     farm = %self.farm, link = %lossy(&a.link), action = %"quarantine",
                     reason = %"race", dest = %to.display(), "{why}: {}", to.display()
@@ -399,6 +403,21 @@ impl Hooks for Judge<'_> {
                     reason = %a.reason.as_str(), "{a}: {e} (retry in {}s)", hold.as_secs()
                 );
             }
+        }
+    }
+}
+
+impl FarmRt {
+    /// The farm's numbers for the metrics file.
+    pub fn sample(&self) -> crate::metrics::FarmSample<'_> {
+        crate::metrics::FarmSample {
+            name: &self.farm().name,
+            state: self.state().as_str(),
+            links: self.status.links_total,
+            links_ok: self.status.links_ok,
+            repairs: &self.status.repairs_by,
+            failures: self.status.failures,
+            last_pass: self.status.last_pass,
         }
     }
 }

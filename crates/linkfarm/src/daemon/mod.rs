@@ -31,6 +31,7 @@ use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
 use crate::load;
+use crate::metrics::{self, Metrics};
 use farm::FarmRt;
 use router::{Id, Interest, Look, Role, Router};
 use runtime::State;
@@ -100,6 +101,9 @@ struct Daemon {
     retry_watches: Option<(Instant, Duration)>,
     /// A pass ran since the state file was last written.
     unpublished: bool,
+    metrics: Metrics,
+    /// When `metrics` holds back a change (see `Metrics::update`).
+    metrics_due: Option<Instant>,
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
@@ -114,6 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     let mut d = Daemon {
+        metrics: Metrics::new(config.settings.metrics_file.clone()),
+        metrics_due: None,
         config_path: config.path.clone(),
         farms: Vec::new(),
         router: Router::default(),
@@ -197,6 +203,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     info!("stopping");
     d.unpublished = true;
     d.publish();
+    d.update_metrics(true);
     Ok(())
 }
 
@@ -323,7 +330,9 @@ impl Daemon {
     fn run_looks(&mut self) {
         while !self.router.is_empty() {
             for (id, look) in self.router.take() {
+                let began = Instant::now();
                 let r = self.reconciler(id).reconcile(&look);
+                self.metrics.passes.observe(began.elapsed());
                 self.unpublished |= r.publish;
                 if r.escalate && look != Look::Full {
                     self.router.full(id);
@@ -387,6 +396,7 @@ impl Daemon {
             .filter_map(Reconciler::due)
             .chain(self.next_resync)
             .chain(self.retry_watches.map(|(t, _)| t))
+            .chain(self.metrics_due)
             .chain(self.watchdog.map(|(_, t)| t))
             .min()
     }
@@ -410,6 +420,7 @@ impl Daemon {
             notify(&[NotifyState::Status(&line)]);
             self.status_line = line.clone();
         }
+        self.update_metrics(false);
         if !std::mem::take(&mut self.unpublished) {
             return line;
         }
@@ -418,6 +429,7 @@ impl Daemon {
             &self.config_path,
             &self.farms,
             self.reload_error.as_deref(),
+            &self.metrics.passes,
         );
         if let Err(e) = state::write(&self.config.settings.state_file, &v) {
             debug!(
@@ -426,6 +438,19 @@ impl Daemon {
             );
         }
         line
+    }
+
+    /// Offers the numbers to the metrics file, which writes them if they changed (`last`: now,
+    /// whatever the once-a-second limit, as the daemon stops).
+    fn update_metrics(&mut self, last: bool) {
+        let process = metrics::Process {
+            started: self.started,
+            resync_interval: self.config.settings.resync_interval,
+        };
+        let farms: Vec<_> = self.farms.iter().map(FarmRt::sample).collect();
+        let now = Instant::now();
+        let now = if last { now + metrics::MIN_INTERVAL } else { now };
+        self.metrics_due = self.metrics.update(&process, &farms, now);
     }
 
     fn reload(&mut self) {
@@ -438,6 +463,7 @@ impl Daemon {
                 info!("reloaded {}", self.config_path.display());
                 self.reload_error = None;
                 self.config = new;
+                self.metrics.set_path(self.config.settings.metrics_file.clone());
                 let previous = std::mem::take(&mut self.farms);
                 self.install_farms(previous);
             }

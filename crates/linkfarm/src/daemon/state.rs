@@ -9,10 +9,18 @@ use linkfarm_core::time::rfc3339;
 use serde_json::{json, Value};
 
 use super::farm::FarmRt;
+use crate::metrics::{repairs_json, Histogram};
 use crate::ExitCode;
 
-/// The state as JSON.
-pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_error: Option<&str>) -> Value {
+/// The state as JSON, with the numbers of the metrics file (SPEC §12) for scripts without
+/// Prometheus.
+pub fn state_json(
+    started: SystemTime,
+    config: &Path,
+    farms: &[FarmRt],
+    reload_error: Option<&str>,
+    passes: &Histogram,
+) -> Value {
     let farms: Vec<Value> = farms
         .iter()
         .map(|f| {
@@ -24,6 +32,7 @@ pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_e
                 "links_ok": s.links_ok,
                 "passes": rt.passes(),
                 "repairs": s.repairs,
+                "repairs_by": repairs_json(&s.repairs_by),
                 "failures": s.failures,
                 "last_pass": s.last_pass.map(rfc3339),
                 "last_repair": s.last_repair.as_ref().map(|(t, _)| rfc3339(*t)),
@@ -41,6 +50,7 @@ pub fn state_json(started: SystemTime, config: &Path, farms: &[FarmRt], reload_e
         "updated": rfc3339(SystemTime::now()),
         "config": config.to_string_lossy(),
         "reload_error": reload_error,
+        "pass_duration_seconds": passes.to_json(),
         "farms": farms,
     })
 }

@@ -3,6 +3,7 @@
 //! plans, it never applies; its one write is the SPEC §14 capability probe, made only on
 //! linkfarm's own temp names in `link_dir` and removed again.
 
+mod metrics;
 pub mod smb;
 
 use std::os::unix::fs::MetadataExt;
@@ -97,6 +98,7 @@ pub fn diagnose(config_path: &Path, smb_conf: &Path) -> Vec<Check> {
     }
     inotify_checks(&config, &mut out);
     samba_checks(&config, smb_conf, &mut out);
+    out.extend(metrics::metrics_checks(&config.settings, SystemTime::now()));
     out
 }
 
