@@ -138,6 +138,15 @@ struct RawConfig {
     farms: Option<Spanned<Vec<Spanned<RawFarm>>>>,
     #[serde(default)]
     settings: Option<RawSettings>,
+    /// `linkfarm web`'s section: its keys are checked here, its values by [`crate::web::parse_web`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    web: Option<crate::web::RawWeb>,
+    /// Accepted so that `linkfarm web` can read SPEC §10's section before the inbox branch lands;
+    /// that branch's validated `inboxes` field replaces this line when they are merged.
+    #[serde(default)]
+    #[allow(dead_code)]
+    inboxes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
