@@ -174,6 +174,10 @@ struct RawSettings {
     watcher: Option<Watcher>,
     poll_interval: Option<Spanned<Scalar>>,
     state_file: Option<Spanned<String>>,
+    /// SPEC §10's upload log, read by `linkfarm web` before the inbox branch lands; that branch's
+    /// validated field replaces this line when they are merged.
+    #[allow(dead_code)]
+    upload_log: Option<serde::de::IgnoredAny>,
 }
 
 /// `entries:` is either the string `"*"` or a list; written by hand so that the list items keep

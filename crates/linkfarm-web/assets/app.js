@@ -349,6 +349,8 @@ async function init() {
       b.setAttribute("role", "radio");
       b.setAttribute("aria-checked", "false");
       b.tabIndex = -1;
+      b.dataset.inbox = ib.name;
+      b.dataset.folder = f;
       if (many) b.append(el("small", "", ib.name));
       b.onclick = () => chooseFolder(b, { inbox: ib.name, folder: f });
       box.append(b);

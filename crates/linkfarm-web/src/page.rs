@@ -17,6 +17,7 @@ const APP_HTML: &str = include_str!("../assets/app.html");
 const LOGIN_HTML: &str = include_str!("../assets/login.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
+const ICON_SVG: &str = include_str!("../assets/icon.svg");
 
 fn html(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
@@ -57,6 +58,7 @@ pub async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     let (body, ty) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        "icon.svg" => (ICON_SVG, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     };
     (
