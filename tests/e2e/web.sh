@@ -23,6 +23,7 @@ PID=
 cleanup() {
     set +e
     [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null
+    [ -e "$T/pid" ] && kill -9 "$(cat "$T/pid")" 2>/dev/null
     wait 2>/dev/null
     mountpoint -q "$T/tiny" && umount "$T/tiny"
     rm -rf "$T"
@@ -91,6 +92,7 @@ check "refuses to start as root with exit 78 and a hint" test "$rc" = 78 -a -n "
 start() {
     setpriv --reuid=lfweb --regid=lfweb --clear-groups "$LF" -c "$T/etc/linkfarm.yaml" web --state-dir "$T/state" 2>>"$T/web.log" &
     PID=$!
+    echo "$PID" >"$T/pid"
     if ! wait_until 20 curl -fs -o /dev/null -X OPTIONS "$URL/files/"; then
         echo "linkfarm web did not start:"; tail -n 20 "$T/web.log"; exit 1
     fi
@@ -266,14 +268,17 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     [ -d "$NODE_DIR/node_modules/playwright-core" ] || (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent playwright-core@1 >/dev/null)
     mk_model "$T/page-one.safetensors" 4000000
     mk_model "$T/page-two.safetensors" 2500000
-    # The daemon's part, played by the test: accept the first file, refuse the second.
+    mk_model "$T/page-three.safetensors" 6000000
+    # The daemon's part, played by the test: accept page-one and page-three, refuse page-two.
     (
-        deadline=$((SECONDS + 120))
+        deadline=$((SECONDS + 180))
         while [ $SECONDS -lt $deadline ]; do
-            if [ -e "$T/inbox/loras/page-one.safetensors" ] && ! grep -q page-one "$T/log/uploads.jsonl"; then
-                printf '{"time":"%s","inbox":"models-inbox","folder":"loras","file":"page-one.safetensors","action":"accept","reason":"valid","format":"safetensors","kind":"lora","size":1,"sha256":"%s","uid":1,"target":"%s"}\n' \
-                    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(sha256sum "$T/page-one.safetensors" | cut -d' ' -f1)" "$T/models/loras/page-one.safetensors" >>"$T/log/uploads.jsonl"
-            fi
+            for n in page-one page-three; do
+                if [ -e "$T/inbox/loras/$n.safetensors" ] && ! grep -q "$n" "$T/log/uploads.jsonl"; then
+                    printf '{"time":"%s","inbox":"models-inbox","folder":"loras","file":"%s.safetensors","action":"accept","reason":"valid","format":"safetensors","kind":"lora","size":1,"sha256":"%s","uid":1,"target":"%s"}\n' \
+                        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$n" "$(sha256sum "$T/$n.safetensors" | cut -d' ' -f1)" "$T/models/loras/$n.safetensors" >>"$T/log/uploads.jsonl"
+                fi
+            done
             if [ -e "$T/inbox/loras/page-two.safetensors" ] && ! grep -q page-two "$T/log/uploads.jsonl"; then
                 mkdir -p "$T/inbox/_refused/loras"
                 printf 'page-two.safetensors was refused: the file is cut short (truncated).\nUpload it again once the download has finished.\n' >"$T/inbox/_refused/loras/page-two.safetensors.why.txt"
@@ -284,11 +289,24 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
         done
     ) &
     FAKE_DAEMON=$!
-    if NODE_PATH=$NODE_DIR/node_modules node tests/e2e/web/page.js "$URL" "$T/page-one.safetensors" "$T/page-two.safetensors" "$ART" >"$T/page.log" 2>&1; then
-        pass "Chromium: logged in, uploaded two files, saw accepted and refused ($ART/page.png)"
+    # The page asks for a restart mid-upload by creating $T/restart-now; the service is killed
+    # (-9) and started again, and the page must resume the upload to completion on its own.
+    (
+        wait_until 150 test -e "$T/restart-now" || exit 0
+        kill -9 "$(cat "$T/pid")"
+        sleep 1
+        start
+        touch "$T/restarted"
+    ) &
+    RESTARTER=$!
+    if NODE_PATH=$NODE_DIR/node_modules node tests/e2e/web/page.js "$URL" "$T/page-one.safetensors" "$T/page-two.safetensors" "$T/page-three.safetensors" "$ART" "$T" >"$T/page.log" 2>&1; then
+        pass "Chromium: login, two files by the file input, pause/resume, accepted and refused shown ($ART/page.png)"
+        pass "Chromium: an upload interrupted by a kill -9 and restart of the service resumed to completion ($(grep 'restart at' "$T/page.log"))"
     else
         fail "Chromium: $(tail -n5 "$T/page.log")"
     fi
+    wait "$RESTARTER" 2>/dev/null || true
+    PID=$(cat "$T/pid")
     kill "$FAKE_DAEMON" 2>/dev/null || true
 fi
 

@@ -105,8 +105,7 @@ class Upload {
     if (text) this.stateEl.textContent = text;
     this.li.className = "item " + this.state;
     const active = ["queued", "uploading", "paused", "retrying"].includes(this.state);
-    this.pauseBtn.hidden = !active;
-    this.cancelBtn.hidden = !active;
+    this.pauseBtn.parentElement.hidden = !active;
     this.pauseBtn.textContent = this.state === "paused" ? "Resume" : "Pause";
     this.pauseBtn.setAttribute("aria-label", `${this.pauseBtn.textContent} ${this.file.name}`);
     summary();

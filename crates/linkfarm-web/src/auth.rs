@@ -4,53 +4,107 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "linkfarm_session";
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+const SESSION_LIFETIME_SECS: u64 = 12 * 3600;
 
 /// A logged-in page.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// The user.
     pub user: String,
     /// The token the page must send as `X-CSRF-Token`.
     pub csrf: String,
-    expires: Instant,
+    expires: u64,
 }
 
-/// The page sessions, in memory: a restart logs everyone out, which is the safe default.
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+/// The page sessions, kept in the state directory (`sessions.json`, mode 0600, keyed by the
+/// SHA-256 of the cookie token, never the token itself) so that a restarted service does not
+/// sign out a page in the middle of a 20 GB upload.
+pub struct Sessions {
+    file: std::path::PathBuf,
+    map: Mutex<HashMap<String, Session>>,
+}
+
+fn key(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 impl Sessions {
+    /// The sessions saved in `state_dir` (none when the file is missing or unreadable).
+    pub fn open(state_dir: &std::path::Path) -> Sessions {
+        let file = state_dir.join("sessions.json");
+        let map = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Sessions {
+            file,
+            map: Mutex::new(map),
+        }
+    }
+
+    fn save(&self, m: &HashMap<String, Session>) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.file.with_extension("json.tmp");
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&serde_json::to_vec(m).expect("sessions serialize"))?;
+                f.sync_data()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &self.file));
+        if let Err(e) = r {
+            tracing::warn!(
+                "{}: sessions not saved, a restart will sign pages out: {e}",
+                self.file.display()
+            );
+        }
+    }
+
     /// A new session for `user`: `(cookie token, session)`.
     pub fn create(&self, user: &str) -> (String, Session) {
         let token = crate::store::new_id() + &crate::store::new_id();
+        let now = crate::store::now();
         let s = Session {
             user: user.to_owned(),
             csrf: crate::store::new_id(),
-            expires: Instant::now() + SESSION_LIFETIME,
+            expires: now + SESSION_LIFETIME_SECS,
         };
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, v| v.expires > Instant::now());
-        m.insert(token.clone(), s.clone());
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, v| v.expires > now);
+        m.insert(key(&token), s.clone());
+        self.save(&m);
         (token, s)
     }
 
     /// The live session of `token`.
     pub fn get(&self, token: &str) -> Option<Session> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(token).filter(|s| s.expires > Instant::now()).cloned()
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&key(token))
+            .filter(|s| s.expires > crate::store::now())
+            .cloned()
     }
 
     /// Ends a session.
     pub fn remove(&self, token: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.remove(&key(token)).is_some() {
+            self.save(&m);
+        }
     }
 }
 

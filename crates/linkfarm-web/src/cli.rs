@@ -93,6 +93,9 @@ pub fn run(config_path: &Path, state_dir: Option<PathBuf>) -> u8 {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // File writes and fsyncs run on the blocking pool: a thread per chunk being written,
+        // bounded well under the unit's TasksMax.
+        .max_blocking_threads(64)
         .enable_all()
         .build()
     {

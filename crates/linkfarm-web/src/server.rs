@@ -63,7 +63,7 @@ impl App {
             users: Arc::new(Users::new(config.web.users_file.clone())),
             tls: config.web.tls.is_some(),
             config: RwLock::new(Arc::new(config)),
-            sessions: Sessions::default(),
+            sessions: Sessions::open(state_dir),
             store: Store::open(state_dir)?,
         }))
     }

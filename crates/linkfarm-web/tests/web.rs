@@ -644,6 +644,15 @@ async fn the_page_session_needs_its_csrf_token() {
         .await
         .body
         .contains("name=\"password\""));
+    // A restart does not sign the page out (a long upload resumes in the same session).
+    s.stop().await;
+    let s = env.start().await;
+    assert_eq!(
+        s.req("GET", "/api/session", std::slice::from_ref(&cookie), b"")
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         s.req("POST", "/logout", std::slice::from_ref(&cookie), b"")
             .await

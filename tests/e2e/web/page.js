@@ -2,11 +2,22 @@
 // password is refused, the right one logs in, `loras` is chosen with the keyboard, two files go
 // in through the file input, and the page shows one accepted (with its sha256 and short hash)
 // and one refused (with the .why.txt text). Screenshots: login.png, page.png.
-// Usage: node page.js URL FILE1 FILE2 ARTIFACT_DIR
+// A third file is uploaded while the service is killed and restarted (the shell does that when
+// CONTROL_DIR/restart-now appears, and answers with CONTROL_DIR/restarted); the page resumes it.
+// Usage: node page.js URL FILE1 FILE2 FILE3 ARTIFACT_DIR CONTROL_DIR
 "use strict";
+const fs = require("fs");
 const { chromium } = require("playwright-core");
 
-const [url, f1, f2, art] = process.argv.slice(2);
+const [url, f1, f2, f3, art, control] = process.argv.slice(2);
+
+async function until(what, f, seconds) {
+  const end = Date.now() + seconds * 1000;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 (async () => {
   const browser = await chromium.launch({
@@ -61,7 +72,20 @@ const [url, f1, f2, art] = process.argv.slice(2);
     await page.screenshot({ path: `${art}/page.png`, fullPage: true });
     if (!/Accepted · sha256 [0-9a-f]{64} · short hash [0-9a-f]{10}/.test(accepted)) throw new Error(`accepted text: ${accepted}`);
     if (!refused.includes("cut short")) throw new Error(`refused text: ${refused}`);
-    if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
+    // Interrupt: a third file, slowed down, while the service is killed and restarted.
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 500000 });
+    await page.setInputFiles("#file", [f3]);
+    const third = page.locator(".item", { hasText: "page-three" });
+    await until("page-three to be partly uploaded", async () => /\((\d+)%\)/.test(await third.locator(".stats").textContent()) && !(await third.locator(".stats").textContent()).includes("(0%)"), 60);
+    console.log(`restart at: ${await third.locator(".stats").textContent()}`);
+    fs.writeFileSync(`${control}/restart-now`, "");
+    await until("the restart", () => fs.existsSync(`${control}/restarted`), 60);
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await third.locator(".state", { hasText: "Accepted" }).waitFor({ timeout: 90000 });
+    await page.screenshot({ path: `${art}/resumed.png`, fullPage: true });
+    // The restart shows up as failed requests while the service was down; nothing else may.
+    const real = errors.filter((e) => !/ERR_CONNECTION_(REFUSED|RESET)|ERR_EMPTY_RESPONSE/.test(e));
+    if (real.length) throw new Error(`page errors: ${real.join("; ")}`);
     console.log("ok");
   } finally {
     await browser.close();
