@@ -483,13 +483,14 @@ async fn after_a_restart_the_upload_resumes_at_the_recorded_offset() {
     let id = id_of(&create(&s, alice(), "r.safetensors", "loras", data.len()).await);
     assert_eq!(patch(&s, alice(), &id, 0, &data[..20_000], &[]).await.status, 204);
     s.stop().await;
-    // Bytes written but never acknowledged (a crash between write and record) are cut off.
+    // Bytes written but never acknowledged (a crash between write and record) are cut off, even
+    // when they reach past the end of the upload.
     let part = env.root.join(format!("inbox/loras/.linkfarm-web.{id}.part"));
     std::fs::OpenOptions::new()
         .append(true)
         .open(&part)
         .unwrap()
-        .write_all_sync(b"garbage");
+        .write_all_sync(&[0xAA; 100_000]);
     let s = env.start().await;
     let head = s
         .req("HEAD", &format!("/files/{id}"), &[alice(), tus()], b"")
