@@ -93,7 +93,7 @@ start() {
     setpriv --reuid=lfweb --regid=lfweb --clear-groups "$LF" -c "$T/etc/linkfarm.yaml" web --state-dir "$T/state" 2>>"$T/web.log" &
     PID=$!
     echo "$PID" >"$T/pid"
-    if ! wait_until 20 curl -fs -o /dev/null -X OPTIONS "$URL/files/"; then
+    if ! wait_until 20 curl -kfs -o /dev/null -X OPTIONS "$URL/files/"; then
         echo "linkfarm web did not start:"; tail -n 20 "$T/web.log"; exit 1
     fi
 }
@@ -318,6 +318,22 @@ read -r st eid < <(create expire.safetensors loras 1000)
 check "an upload is created" test "$st" = 201
 check "its part file is removed within a minute of expiring" wait_until 65 test ! -e "$T/inbox/loras/.linkfarm-web.$eid.part"
 check "and it answers 404" test "$(code_of -I "${A[@]}" "$URL/files/$eid")" = 404
+
+echo "--- TLS through rustls when a certificate is configured"
+need_packages openssl:openssl
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$T/etc/key.pem" -out "$T/etc/cert.pem" 2>/dev/null
+chgrp lfweb "$T/etc/key.pem" && chmod 640 "$T/etc/key.pem"
+write_config 24h
+printf '  tls: { cert: %s, key: %s }\n' "$T/etc/cert.pem" "$T/etc/key.pem" >>"$T/etc/linkfarm.yaml"
+kill "$PID"
+wait "$PID" 2>/dev/null || true
+URL=https://127.0.0.1:$PORT
+start
+check "https with the configured certificate" test "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$T/etc/cert.pem" --resolve "localhost:$PORT:127.0.0.1" -X OPTIONS "https://localhost:$PORT/files/")" = 204
+check "plain http is not served on the TLS port" bash -c "! curl -fsS -o /dev/null --max-time 5 -X OPTIONS http://127.0.0.1:$PORT/files/ 2>/dev/null"
+cookie=$(curl -ksS -D - -o /dev/null -d 'user=alice&password=pw-alice' "$URL/login" | tr -d '\r' | sed -n 's/^set-cookie: //Ip')
+check "over TLS the session cookie is Secure, HttpOnly, SameSite=Strict" bash -c "grep -q 'Secure' <<<'$cookie' && grep -q HttpOnly <<<'$cookie' && grep -q SameSite=Strict <<<'$cookie'"
 
 kill "$PID"
 wait "$PID" 2>/dev/null || true
