@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Loopback throughput of one tus upload through `linkfarm web` (64 MiB chunks, curl) against
+# Loopback throughput of one tus upload through `linkfarm web` (64 MiB chunks streamed by curl
+# -T -, chunked) against
 # `cp` + `sync` of the same file to the same disk, plus the server's peak RSS and CPU time.
 # Usage (as root): bench/web-throughput.sh [SIZE_MIB, default 4096]. Set LF to skip the build.
 set -euo pipefail
@@ -45,16 +46,18 @@ setpriv --reuid=lfweb --regid=lfweb --clear-groups "$LF" -c "$T/c.yaml" web --st
 PID=$!
 wait_until 20 curl -fs -o /dev/null -X OPTIONS "http://127.0.0.1:$PORT/files/"
 meta="filename $(printf x.safetensors | base64 -w0),folder $(printf loras | base64 -w0)"
+[ -n "${PERF_OUT:-}" ] && { perf record -g -o "$PERF_OUT" -p "$PID" >/dev/null 2>&1 & PERF=$!; sleep 0.5; }
 t2=$(date +%s.%N)
 id=$(curl -sS -D - -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $LEN" -H "Upload-Metadata: $meta" -X POST "http://127.0.0.1:$PORT/files/" | tr -d '\r' | sed -n 's|^location: /files/||Ip')
 off=0; chunk=$((64 << 20))
 while [ "$off" -lt "$LEN" ]; do
     dd if="$T/src.safetensors" iflag=skip_bytes,count_bytes skip="$off" count="$chunk" bs=4M status=none |
         curl -sS -f -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Offset: $off" \
-            -H 'Content-Type: application/offset+octet-stream' -X PATCH --data-binary @- "http://127.0.0.1:$PORT/files/$id"
+            -H 'Content-Type: application/offset+octet-stream' -X PATCH -T - "http://127.0.0.1:$PORT/files/$id"
     off=$((off + chunk)); [ "$off" -gt "$LEN" ] && off=$LEN
 done
 t3=$(date +%s.%N)
+[ -n "${PERF_OUT:-}" ] && { kill -INT "$PERF"; wait "$PERF" || true; }
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$PID/stat")
 cmp -s "$T/src.safetensors" "$T/inbox/loras/x.safetensors" || { echo "FAIL: upload differs"; exit 1; }

@@ -7,7 +7,7 @@
 //! file is renamed to its final name only when the last byte is on disk, never replacing
 //! anything; from there the daemon decides. Nothing here ever writes outside `dir/<folder>/`.
 
-use std::io::{Read, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -20,7 +20,6 @@ use base64::Engine;
 use futures_util::StreamExt;
 use linkfarm_formats::FileType;
 use sha1::Digest;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::inbox::{NameVerdict, OnExists};
 use crate::server::App;
@@ -557,8 +556,8 @@ pub async fn patch(
         _ => {}
     }
     let part = u.part_path();
-    let mut file = match tokio::fs::OpenOptions::new().write(true).open(&part).await {
-        Ok(f) => f,
+    let mut w = match PartWriter::open(part.clone(), offset).await {
+        Ok(w) => w,
         Err(e) => {
             tracing::error!("upload {id}: cannot open {}: {e}", part.display());
             return err(
@@ -567,22 +566,6 @@ pub async fn patch(
             );
         }
     };
-    // Bytes past the recorded offset were never acknowledged (a crash between write and record).
-    let io = async {
-        if file.metadata().await?.len() != offset {
-            file.set_len(offset).await?;
-        }
-        file.seek(SeekFrom::Start(offset)).await?;
-        Ok::<_, std::io::Error>(())
-    };
-    if let Err(e) = io.await {
-        tracing::error!("upload {id}: {e}");
-        return err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot prepare the part file; see the service's log",
-        );
-    }
-    let mut written: u64 = 0;
     let mut stream = body.into_data_stream();
     let mut failure: Option<Response> = None;
     while let Some(frame) = stream.next().await {
@@ -590,7 +573,7 @@ pub async fn patch(
             Ok(d) => d,
             Err(e) => {
                 // A dropped connection or an idle body: keep what arrived (tus resumes there).
-                tracing::info!("upload {id}: body ended early after {written} bytes: {e}");
+                tracing::info!("upload {id}: body ended early after {} bytes: {e}", w.written());
                 let limit = e.to_string().contains("length limit");
                 failure = Some(if limit {
                     err(
@@ -603,7 +586,7 @@ pub async fn patch(
                 break;
             }
         };
-        if offset + written + data.len() as u64 > u.length {
+        if offset + w.written() + data.len() as u64 > u.length {
             failure = Some(err(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "this chunk goes past Upload-Length",
@@ -613,30 +596,14 @@ pub async fn patch(
         if let Some(c) = checksum.as_mut() {
             c.update(&data);
         }
-        if let Err(e) = file.write_all(&data).await {
-            let full = e.raw_os_error() == Some(libc_enospc());
-            let _ = file.set_len(offset).await;
-            let _ = file.sync_data().await;
-            if full {
-                return reply(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    &[("upload-offset", offset.to_string())],
-                    "the inbox's disk is full; the upload stays resumable once space is freed\n",
-                );
-            }
-            tracing::error!("upload {id}: write: {e}");
-            return err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot write the part file; see the service's log",
-            );
+        if let Err(e) = w.push(&data).await {
+            return write_failed(&id, w, offset, &e).await;
         }
-        written += data.len() as u64;
     }
     // A checksum covers the whole chunk: a partial or mismatching one is dropped whole.
     if let Some(c) = checksum {
         if failure.is_some() || !c.matches() {
-            let _ = file.set_len(offset).await;
-            let _ = file.sync_data().await;
+            w.discard().await;
             if let Some(f) = failure {
                 return f;
             }
@@ -647,22 +614,14 @@ pub async fn patch(
             );
         }
     }
-    if let Err(e) = async {
-        file.flush().await?;
-        file.sync_data().await
+    let written = w.written();
+    let w2 = match w.finish().await {
+        Ok(()) => None,
+        Err((w, e)) => Some((w, e)),
+    };
+    if let Some((w, e)) = w2 {
+        return write_failed(&id, w, offset, &e).await;
     }
-    .await
-    {
-        let full = e.raw_os_error() == Some(libc_enospc());
-        let _ = file.set_len(offset).await;
-        tracing::error!("upload {id}: fsync: {e}");
-        return if full {
-            err(StatusCode::INSUFFICIENT_STORAGE, "the inbox's disk is full")
-        } else {
-            err(StatusCode::INTERNAL_SERVER_ERROR, "cannot sync the part file")
-        };
-    }
-    drop(file);
     u.offset = offset + written;
     u.expires = now() + cfg.web.expire_after.as_secs();
     if !u.header_checked {
@@ -716,6 +675,120 @@ pub async fn patch(
         &[("upload-offset", offset_now.to_string()), expires_header(exp)],
         "",
     )
+}
+
+/// A write or fsync that failed: the chunk's bytes are dropped (507 for a full disk, the upload
+/// stays resumable at `offset`).
+async fn write_failed(id: &str, w: PartWriter, offset: u64, e: &std::io::Error) -> Response {
+    w.discard().await;
+    if e.raw_os_error() == Some(libc_enospc()) {
+        return reply(
+            StatusCode::INSUFFICIENT_STORAGE,
+            &[("upload-offset", offset.to_string())],
+            "the inbox's disk is full; the upload stays resumable once space is freed\n",
+        );
+    }
+    tracing::error!("upload {id}: write: {e}");
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot write the part file; see the service's log",
+    )
+}
+
+/// Bytes of one batch written at once on the blocking pool: the memory an upload holds.
+const WRITE_BATCH: usize = 4 << 20;
+
+/// Writes one PATCH's bytes into the part file at its offset (pwrite, in batches, off the async
+/// threads) and makes them durable. (A background fdatasync every 16 MiB was tried to shorten
+/// the final one: no measurable gain on the 2 GiB bench, so it is not here.)
+struct PartWriter {
+    file: Arc<std::fs::File>,
+    start: u64,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+fn joined<T>(r: Result<std::io::Result<T>, tokio::task::JoinError>) -> std::io::Result<T> {
+    r.map_err(std::io::Error::other)?
+}
+
+impl PartWriter {
+    /// Opens the part file, cutting off bytes past `offset`: they were never acknowledged (a
+    /// crash between a write and its record).
+    async fn open(path: std::path::PathBuf, offset: u64) -> std::io::Result<PartWriter> {
+        let file = joined(
+            tokio::task::spawn_blocking(move || {
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                if f.metadata()?.len() != offset {
+                    f.set_len(offset)?;
+                }
+                Ok(f)
+            })
+            .await,
+        )?;
+        Ok(PartWriter {
+            file: Arc::new(file),
+            start: offset,
+            pos: offset,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Bytes received in this PATCH so far.
+    fn written(&self) -> u64 {
+        self.pos - self.start + self.buf.len() as u64
+    }
+
+    async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BATCH {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let f = self.file.clone();
+        let buf = std::mem::take(&mut self.buf);
+        let at = self.pos;
+        let (mut buf, r) = tokio::task::spawn_blocking(move || {
+            let r = std::os::unix::fs::FileExt::write_all_at(&*f, &buf, at);
+            (buf, r)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        r?;
+        self.pos += buf.len() as u64;
+        buf.clear();
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Everything pushed is on disk; on an error, the writer comes back for [`Self::discard`].
+    async fn finish(mut self) -> Result<(), (PartWriter, std::io::Error)> {
+        let r = async {
+            self.write_out().await?;
+            let f = self.file.clone();
+            joined(tokio::task::spawn_blocking(move || f.sync_data()).await)
+        }
+        .await;
+        r.map_err(|e| (self, e))
+    }
+
+    /// Drops every byte of this PATCH (a checksum mismatch, a full disk).
+    async fn discard(mut self) {
+        self.buf = Vec::new();
+        let f = self.file.clone();
+        let start = self.start;
+        let _ = tokio::task::spawn_blocking(move || {
+            f.set_len(start)?;
+            f.sync_data()
+        })
+        .await;
+    }
 }
 
 fn u_name(h: &crate::store::Handle) -> String {
