@@ -54,6 +54,8 @@ pub struct App {
     pub store: Store,
     /// Whether the page is served over TLS (the cookie then gets `Secure`).
     pub tls: bool,
+    /// Held while an upload is created (see `tus::create`).
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
             config: RwLock::new(Arc::new(config)),
             sessions: Sessions::open(state_dir),
             store: Store::open(state_dir)?,
+            creating: tokio::sync::Mutex::new(()),
         }))
     }
 

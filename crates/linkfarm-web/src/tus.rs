@@ -218,6 +218,9 @@ pub async fn create(State(app): State<Arc<App>>, method: Method, headers: Header
             &format!("`{filename}` is waiting in the inbox already"),
         );
     }
+    // Counting the unfinished uploads and adding this one is one step: two creations at once
+    // must not both pass the per-user limit or both take the same name.
+    let _creating = app.creating.lock().await;
     let mine_active = app
         .store
         .all()

@@ -462,6 +462,45 @@ async fn early_refusals_have_their_codes_and_leave_nothing() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_cannot_pass_the_per_user_limit_together() {
+    let env = Env::new();
+    let s = Arc::new(env.start().await);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                create(&s, alice(), &format!("m{i}.safetensors"), "loras", 100)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort();
+    assert_eq!(codes.iter().filter(|c| **c == 201).count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 9, "{codes:?}");
+    let same: Vec<_> = (0..6)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                create(&s, basic("bob", "pw-bob"), "same.safetensors", "loras", 100)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in same {
+        created += usize::from(t.await.unwrap() == 201);
+    }
+    assert_eq!(created, 1, "one name, one upload");
+    Arc::try_unwrap(s).ok().unwrap().stop().await;
+}
+
 #[tokio::test]
 async fn below_the_reserve_creation_gets_507() {
     let mut env = Env::new();
