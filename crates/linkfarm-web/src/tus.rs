@@ -489,6 +489,10 @@ pub async fn patch(
     };
     let cfg = app.config();
     let mut u = h.get();
+    // Expired but not yet swept (the sweep runs every 15 s): as good as gone.
+    if u.phase == Phase::Uploading && u.expires <= now() {
+        return err(StatusCode::NOT_FOUND, "this upload expired");
+    }
     if u.phase != Phase::Uploading {
         if u.phase == Phase::Done && header_u64(&headers, "upload-offset") == Some(u.length) {
             return reply(

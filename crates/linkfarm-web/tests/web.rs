@@ -502,6 +502,26 @@ async fn concurrent_creations_cannot_pass_the_per_user_limit_together() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let env = Env::new();
+    let s = env.start().await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"PATCH /files/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(
+        linkfarm_web::server::HEADER_TIMEOUT + Duration::from_secs(10),
+        c.read_to_end(&mut out),
+    )
+    .await;
+    assert!(closed.is_ok(), "still open after the header timeout");
+    assert!(started.elapsed() >= linkfarm_web::server::HEADER_TIMEOUT - Duration::from_secs(1));
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn below_the_reserve_creation_gets_507() {
     let mut env = Env::new();
     env.web.reserve = u64::MAX / 4;
