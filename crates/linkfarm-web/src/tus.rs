@@ -703,7 +703,7 @@ async fn write_failed(id: &str, w: PartWriter, offset: u64, e: &std::io::Error) 
 }
 
 /// Bytes of one batch written at once on the blocking pool: the memory an upload holds.
-const WRITE_BATCH: usize = 4 << 20;
+const WRITE_BATCH: usize = 1 << 20;
 
 /// Writes one PATCH's bytes into the part file at its offset (pwrite, in batches, off the async
 /// threads) and makes them durable. (A background fdatasync every 16 MiB was tried to shorten
@@ -747,6 +747,14 @@ impl PartWriter {
     }
 
     async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
+        // Flush before the buffer would grow: its capacity stays one batch (a Vec that grows
+        // doubles, and 20 uploads measured 340 MB of RSS that way).
+        if self.buf.len() + data.len() > WRITE_BATCH {
+            self.write_out().await?;
+        }
+        if self.buf.capacity() < WRITE_BATCH {
+            self.buf.reserve_exact(WRITE_BATCH - self.buf.len());
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_BATCH {
             self.write_out().await?;

@@ -162,6 +162,9 @@ pub fn remove(path: &Path, name: &str) -> Result<(), UsersError> {
 pub struct Users {
     path: PathBuf,
     inner: Mutex<Cached>,
+    /// Argon2 takes 19 MiB per verification: 20 clients logging in at once measured a 390 MB
+    /// peak. Two at a time bound it (and slow down password guessing).
+    verifying: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -177,6 +180,7 @@ impl Users {
         Users {
             path,
             inner: Mutex::new(Cached::default()),
+            verifying: tokio::sync::Semaphore::new(2),
         }
     }
 
@@ -210,6 +214,9 @@ impl Users {
                 return true;
             }
             phc
+        };
+        let Ok(_slot) = self.verifying.acquire().await else {
+            return false;
         };
         let pw = password.to_owned();
         let phc2 = phc.clone();
