@@ -40,6 +40,9 @@ _linkfarm() {
             linkfarm,verify)
                 cmd="linkfarm__subcmd__verify"
                 ;;
+            linkfarm,web)
+                cmd="linkfarm__subcmd__web"
+                ;;
             linkfarm__subcmd__help,apply)
                 cmd="linkfarm__subcmd__help__subcmd__apply"
                 ;;
@@ -64,6 +67,66 @@ _linkfarm() {
             linkfarm__subcmd__help,verify)
                 cmd="linkfarm__subcmd__help__subcmd__verify"
                 ;;
+            linkfarm__subcmd__help,web)
+                cmd="linkfarm__subcmd__help__subcmd__web"
+                ;;
+            linkfarm__subcmd__help__subcmd__web,user)
+                cmd="linkfarm__subcmd__help__subcmd__web__subcmd__user"
+                ;;
+            linkfarm__subcmd__help__subcmd__web__subcmd__user,add)
+                cmd="linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__add"
+                ;;
+            linkfarm__subcmd__help__subcmd__web__subcmd__user,list)
+                cmd="linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__list"
+                ;;
+            linkfarm__subcmd__help__subcmd__web__subcmd__user,remove)
+                cmd="linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__remove"
+                ;;
+            linkfarm__subcmd__web,help)
+                cmd="linkfarm__subcmd__web__subcmd__help"
+                ;;
+            linkfarm__subcmd__web,user)
+                cmd="linkfarm__subcmd__web__subcmd__user"
+                ;;
+            linkfarm__subcmd__web__subcmd__help,help)
+                cmd="linkfarm__subcmd__web__subcmd__help__subcmd__help"
+                ;;
+            linkfarm__subcmd__web__subcmd__help,user)
+                cmd="linkfarm__subcmd__web__subcmd__help__subcmd__user"
+                ;;
+            linkfarm__subcmd__web__subcmd__help__subcmd__user,add)
+                cmd="linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__add"
+                ;;
+            linkfarm__subcmd__web__subcmd__help__subcmd__user,list)
+                cmd="linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__list"
+                ;;
+            linkfarm__subcmd__web__subcmd__help__subcmd__user,remove)
+                cmd="linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__remove"
+                ;;
+            linkfarm__subcmd__web__subcmd__user,add)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__add"
+                ;;
+            linkfarm__subcmd__web__subcmd__user,help)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__help"
+                ;;
+            linkfarm__subcmd__web__subcmd__user,list)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__list"
+                ;;
+            linkfarm__subcmd__web__subcmd__user,remove)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__remove"
+                ;;
+            linkfarm__subcmd__web__subcmd__user__subcmd__help,add)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__add"
+                ;;
+            linkfarm__subcmd__web__subcmd__user__subcmd__help,help)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__help"
+                ;;
+            linkfarm__subcmd__web__subcmd__user__subcmd__help,list)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__list"
+                ;;
+            linkfarm__subcmd__web__subcmd__user__subcmd__help,remove)
+                cmd="linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__remove"
+                ;;
             *)
                 ;;
         esac
@@ -71,7 +134,7 @@ _linkfarm() {
 
     case "${cmd}" in
         linkfarm)
-            opts="-c -h -V --config --help --version run check apply validate status doctor verify help"
+            opts="-c -h -V --config --help --version run check apply validate status doctor verify web help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,7 +226,7 @@ _linkfarm() {
             return 0
             ;;
         linkfarm__subcmd__help)
-            opts="run check apply validate status doctor verify help"
+            opts="run check apply validate status doctor verify web help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -288,6 +351,76 @@ _linkfarm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        linkfarm__subcmd__help__subcmd__web)
+            opts="user"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__help__subcmd__web__subcmd__user)
+            opts="add remove list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__help__subcmd__web__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         linkfarm__subcmd__run)
             opts="-c -h -V --log-format --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -361,6 +494,274 @@ _linkfarm() {
         linkfarm__subcmd__verify)
             opts="-c -h -V --hash --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web)
+            opts="-c -h -V --state-dir --config --help --version user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help)
+            opts="user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help__subcmd__user)
+            opts="add remove list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__help__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user)
+            opts="-c -h -V --config --help --version add remove list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__add)
+            opts="-c -h -V --password-stdin --replace --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__help)
+            opts="add remove list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__list)
+            opts="-c -h -V --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__web__subcmd__user__subcmd__remove)
+            opts="-c -h -V --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

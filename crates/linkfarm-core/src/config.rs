@@ -138,6 +138,15 @@ struct RawConfig {
     farms: Option<Spanned<Vec<Spanned<RawFarm>>>>,
     #[serde(default)]
     settings: Option<RawSettings>,
+    /// `linkfarm web`'s section: its keys are checked here, its values by [`crate::web::parse_web`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    web: Option<crate::web::RawWeb>,
+    /// Accepted so that `linkfarm web` can read SPEC §10's section before the inbox branch lands;
+    /// that branch's validated `inboxes` field replaces this line when they are merged.
+    #[serde(default)]
+    #[allow(dead_code)]
+    inboxes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +175,10 @@ struct RawSettings {
     poll_interval: Option<Spanned<Scalar>>,
     state_file: Option<Spanned<String>>,
     metrics_file: Option<Spanned<String>>,
+    /// SPEC §10's upload log, read by `linkfarm web` before the inbox branch lands; that branch's
+    /// validated field replaces this line when they are merged.
+    #[allow(dead_code)]
+    upload_log: Option<serde::de::IgnoredAny>,
 }
 
 /// `entries:` is either the string `"*"` or a list; written by hand so that the list items keep

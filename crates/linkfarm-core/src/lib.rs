@@ -13,6 +13,7 @@ pub mod paths;
 pub mod plan;
 pub mod spec;
 pub mod time;
+pub mod web;
 
 pub use config::{parse_config, ConfigError, Diagnostic, IdLookup};
 pub use names::NameFilter;

@@ -33,6 +33,7 @@ EXIT STATUS:
   validate  0 valid, 78 invalid
   status    0 all converged, 1 not, 2 daemon not running
   doctor    0 no failure, 1 a failure
+  web       0 clean stop, 78 invalid config or run as root, 1 fatal error
   verify    0 no file failed, 1 a file is corrupt or unsafe, 78 invalid config (no PATH given)";
 
 /// Default config path.
@@ -75,6 +76,50 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Check model files in place: truncated, corrupt, unsafe pickles, wrong folder (exit 0, or 1 on a FAIL).
     Verify(VerifyArgs),
+    /// The web upload service that feeds the inboxes, and its users (never run as root; exit 78 then).
+    Web(WebArgs),
+}
+
+/// Options of `web`.
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Where upload state is kept (default: $STATE_DIRECTORY, set by StateDirectory=linkfarm-web).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Manage the users file instead of serving.
+    #[command(subcommand)]
+    pub command: Option<WebCommand>,
+}
+
+/// `linkfarm web ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Manage the web users (argon2id hashes in web.users_file).
+    #[command(subcommand)]
+    User(WebUserCommand),
+}
+
+/// `linkfarm web user ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebUserCommand {
+    /// Add a user, reading the password from stdin (one trailing newline is stripped).
+    Add {
+        /// The user name.
+        name: String,
+        /// Read the password from stdin (the only way: it never appears in `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Set a new password for an existing user.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// List the user names.
+    List,
 }
 
 /// Options of `verify`.

@@ -36,8 +36,26 @@ fn main() -> std::process::ExitCode {
         }
         Command::Doctor(d) => doctor::run(&cli.config, &d.smb_conf, d.json),
         Command::Verify(v) => verify::run(&cli.config, &v),
+        Command::Web(w) => return std::process::ExitCode::from(web(&cli.config, w)),
     };
     std::process::ExitCode::from(code as u8)
+}
+
+fn web(config: &std::path::Path, w: linkfarm::cli::WebArgs) -> u8 {
+    use linkfarm::cli::{WebCommand, WebUserCommand};
+    match w.command {
+        None => {
+            logging::init(linkfarm::cli::LogFormat::Text);
+            linkfarm_web::cli::run(config, w.state_dir)
+        }
+        Some(WebCommand::User(WebUserCommand::Add { name, replace, .. })) => {
+            linkfarm_web::cli::user_add(config, &name, replace)
+        }
+        Some(WebCommand::User(WebUserCommand::Remove { name })) => {
+            linkfarm_web::cli::user_remove(config, &name)
+        }
+        Some(WebCommand::User(WebUserCommand::List)) => linkfarm_web::cli::user_list(config),
+    }
 }
 
 fn config_error(e: &linkfarm_core::ConfigError) -> ExitCode {
