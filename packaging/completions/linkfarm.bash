@@ -37,6 +37,9 @@ _linkfarm() {
             linkfarm,validate)
                 cmd="linkfarm__subcmd__validate"
                 ;;
+            linkfarm,verify)
+                cmd="linkfarm__subcmd__verify"
+                ;;
             linkfarm__subcmd__help,apply)
                 cmd="linkfarm__subcmd__help__subcmd__apply"
                 ;;
@@ -58,6 +61,9 @@ _linkfarm() {
             linkfarm__subcmd__help,validate)
                 cmd="linkfarm__subcmd__help__subcmd__validate"
                 ;;
+            linkfarm__subcmd__help,verify)
+                cmd="linkfarm__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +71,7 @@ _linkfarm() {
 
     case "${cmd}" in
         linkfarm)
-            opts="-c -h -V --config --help --version run check apply validate status doctor help"
+            opts="-c -h -V --config --help --version run check apply validate status doctor verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -157,7 +163,7 @@ _linkfarm() {
             return 0
             ;;
         linkfarm__subcmd__help)
-            opts="run check apply validate status doctor help"
+            opts="run check apply validate status doctor verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,6 +274,20 @@ _linkfarm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        linkfarm__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         linkfarm__subcmd__run)
             opts="-c -h -V --log-format --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -318,6 +338,28 @@ _linkfarm() {
             ;;
         linkfarm__subcmd__validate)
             opts="-c -h -V --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        linkfarm__subcmd__verify)
+            opts="-c -h -V --hash --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

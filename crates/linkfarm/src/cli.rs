@@ -32,7 +32,8 @@ EXIT STATUS:
   apply     0 ok, 1 some actions failed, 78 invalid config
   validate  0 valid, 78 invalid
   status    0 all converged, 1 not, 2 daemon not running
-  doctor    0 no failure, 1 a failure";
+  doctor    0 no failure, 1 a failure
+  verify    0 no file failed, 1 a file is corrupt or unsafe, 78 invalid config (no PATH given)";
 
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/linkfarm/linkfarm.yaml";
@@ -72,6 +73,22 @@ pub enum Command {
     Status(OutputArgs),
     /// Diagnose the setup: config, farms, permissions, inotify, disk, Samba (exit 0, or 1 on a failure).
     Doctor(DoctorArgs),
+    /// Check model files in place: truncated, corrupt, unsafe pickles, wrong folder (exit 0, or 1 on a FAIL).
+    Verify(VerifyArgs),
+}
+
+/// Options of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Files or directories to check (default: every farm's target_dir).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print the SHA-256 of every checked file, and its 10-hex short form.
+    #[arg(long)]
+    pub hash: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `doctor`.

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod logging;
 pub mod oneshot;
 pub mod report;
+pub mod verify;
 
 /// The exit codes of SPEC §7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

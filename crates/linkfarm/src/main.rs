@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use linkfarm::cli::{Cli, Command, RunArgs};
-use linkfarm::{daemon, doctor, load, logging, oneshot, ExitCode};
+use linkfarm::{daemon, doctor, load, logging, oneshot, verify, ExitCode};
 use linkfarm_fs::Mode;
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             daemon::state::status(&state_file, o.json)
         }
         Command::Doctor(d) => doctor::run(&cli.config, &d.smb_conf, d.json),
+        Command::Verify(v) => verify::run(&cli.config, &v),
     };
     std::process::ExitCode::from(code as u8)
 }
