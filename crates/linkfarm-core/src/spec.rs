@@ -15,6 +15,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The farms, in file order.
     pub farms: Vec<Farm>,
+    /// The inboxes (SPEC §10), in file order.
+    pub inboxes: Vec<crate::inbox::Inbox>,
     /// Daemon-wide settings.
     pub settings: Settings,
 }
@@ -129,6 +131,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Where the daemon writes its state.
     pub state_file: PathBuf,
+    /// Where every inbox decision is appended as one JSON line.
+    pub upload_log: PathBuf,
 }
 
 impl Default for Settings {
@@ -139,6 +143,7 @@ impl Default for Settings {
             watcher: Watcher::Auto,
             poll_interval: Duration::from_secs(30),
             state_file: PathBuf::from("/run/linkfarm/state.json"),
+            upload_log: PathBuf::from("/var/lib/linkfarm/uploads.jsonl"),
         }
     }
 }
