@@ -1,6 +1,7 @@
 //! Inboxes (SPEC §10): folders that clients drop models into, which linkfarm moves into the real
 //! model folders once a file is complete and has passed the checks, or into a refused folder with
-//! a reason. This module holds the validated inbox as the config describes it.
+//! a reason. This module holds the validated inbox as the config describes it;
+//! [`decide`] holds the pure decisions about one file.
 //!
 //! Like the rest of this crate it never touches the disk or reads the clock.
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use crate::names::NameFilter;
 use crate::spec::Owner;
+
+pub mod decide;
 
 /// Prefix of names that linkfarm owns inside an inbox (the private directory, temp names): never
 /// a candidate, whatever `exclude` says.
