@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 use crate::observe::{Child, LinkDirObs, Node, Observed, TargetKind, TargetObs};
 use crate::paths::{managed_target, relative};
 use crate::spec::{Entries, Farm, LinkStyle, OnConflict};
-use crate::time::utc_stamp;
 use crate::TEMP_PREFIX;
 
 /// One link the farm wants.
@@ -164,8 +163,11 @@ pub enum Op {
         /// Text seen at observation.
         old: PathBuf,
     },
-    /// `fchownat(AT_SYMLINK_NOFOLLOW)` the link.
+    /// Give the link the farm's owner: a new link with `text` and the owner is swapped in like a
+    /// [`Op::Replace`], so no chown ever lands on a name a client can write.
     Chown {
+        /// The link's text (unchanged).
+        text: PathBuf,
         /// New uid, or unchanged.
         uid: Option<u32>,
         /// New gid, or unchanged.
@@ -250,7 +252,7 @@ impl fmt::Display for Action {
                 )
             }
             Op::Remove { old } => write!(f, "remove {l} (-> {}) ({r})", old.display()),
-            Op::Chown { uid, gid } => write!(f, "chown {l} {}:{} ({r})", id(uid), id(gid)),
+            Op::Chown { uid, gid, .. } => write!(f, "chown {l} {}:{} ({r})", id(uid), id(gid)),
             Op::Adopt { child, target } => write!(
                 f,
                 "adopt {l}/{} into target {} ({r})",
@@ -629,6 +631,7 @@ impl Planner<'_> {
                     self.act(
                         link,
                         Op::Chown {
+                            text: d.text.clone(),
                             uid: o.uid,
                             gid: o.gid,
                         },
@@ -757,10 +760,7 @@ impl Planner<'_> {
     }
 
     fn quarantine_name(&self, link: &OsStr) -> OsString {
-        let mut s = OsString::from(utc_stamp(self.now));
-        s.push("-");
-        s.push(link);
-        s
+        crate::time::quarantine_name(self.now, link)
     }
 
     fn conflict(&mut self, link: &OsStr, why: String) {

@@ -40,6 +40,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The name of `link`'s object in the quarantine when moved there at `now`: `<UTC stamp>-<link>`.
+/// The planner and the filesystem layer (rescuing a second object out of a raced replace) both
+/// build it here.
+pub fn quarantine_name(now: SystemTime, link: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from(utc_stamp(now));
+    s.push("-");
+    s.push(link);
+    s
+}
+
 /// `20261124T061500Z`: a compact UTC timestamp that sorts as text.
 pub fn utc_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -1,16 +1,20 @@
 //! The filesystem layer: observes a farm and applies a plan, with the safety rules of SPEC §4.
 //!
-//! This is the only code in linkfarm that touches the disk. Inside `link_dir`, the quarantine and
+//! This is the only code in linkfarm that writes to the disk (the binary only reads: stats and
+//! config files). Inside `link_dir`, the quarantine and
 //! an adopted folder, every call goes through a directory fd opened `O_DIRECTORY|O_NOFOLLOW` and the
 //! `*at` syscalls with `AT_SYMLINK_NOFOLLOW`, so no path inside them is ever resolved through a
 //! symlink. It must never delete or overwrite anything but a symlink or an empty directory: user
-//! data is only moved with `renameat2(RENAME_NOREPLACE)`, and every replacement is an exchange whose
-//! result is checked. A race (a client writing at the same moment) ends in "look again", never in
+//! data is only moved without replacing (`renameat2(RENAME_NOREPLACE)`, or on a filesystem without it
+//! the SPEC §14 fallbacks), and every replacement is checked. The primitives, and the argument for
+//! each, are in one module (`prims.rs`). A race (a client writing at the same moment) ends in "look again", never in
 //! an error that stops the caller.
 
 mod error;
+mod netfs;
 mod observe;
 mod ops;
+mod prims;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -20,7 +24,9 @@ use std::time::{Duration, SystemTime};
 use linkfarm_core::{plan, plan_names, Action, Farm, LinkDirObs, Plan, TargetObs};
 
 pub use error::FsError;
+pub use netfs::network_fs;
 pub use observe::observe;
+pub use prims::Caps;
 
 /// What happened to one action.
 #[derive(Debug)]
@@ -96,6 +102,19 @@ pub struct FarmFs {
     anchor: Option<PathBuf>,
     /// The target side as the last full observation saw it, for spot passes.
     targets: Option<TargetObs>,
+    caps: CapsState,
+    /// Whether link_dir's fd is held across passes ([`FarmFs::set_hold_link_dir`]).
+    hold_link_dir: bool,
+    held_link_dir: Option<ops::Fd>,
+}
+
+/// What linkfarm knows of a farm's filesystem (SPEC §14).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CapsState {
+    /// Set by [`FarmFs::set_caps`]: used instead of probing.
+    pub(crate) pinned: Option<Caps>,
+    /// The last probe's result and the device of link_dir it was made on.
+    pub(crate) known: Option<(u64, Caps)>,
 }
 
 impl FarmFs {
@@ -105,7 +124,66 @@ impl FarmFs {
             farm,
             anchor: None,
             targets: None,
+            caps: CapsState::default(),
+            hold_link_dir: false,
+            held_link_dir: None,
         }
+    }
+
+    /// Holds link_dir's fd across passes instead of re-opening (and re-checking) its path before
+    /// each write (SPEC §4 as amended). Writes through a held fd cannot be redirected by a symlink
+    /// swap, since no path is resolved; but then the caller must guard the path: watch link_dir
+    /// and each ancestor, and call [`FarmFs::invalidate_link_dir`] on any move, deletion or
+    /// creation of a component name. Off by default. A held fd keeps link_dir's filesystem busy:
+    /// `umount` of that volume fails with EBUSY while it is held (a lazy `umount -l` leaves the fd
+    /// on the detached tree), so the holder should also drop it when it stops using the farm.
+    pub fn set_hold_link_dir(&mut self, hold: bool) {
+        self.hold_link_dir = hold;
+        if !hold {
+            self.held_link_dir = None;
+        }
+    }
+
+    /// Drops the held link_dir fd: the next write re-opens link_dir by path and re-checks it (a
+    /// component turned symlink is refused). Cheap; call it for every event on link_dir's path.
+    pub fn invalidate_link_dir(&mut self) {
+        self.held_link_dir = None;
+    }
+
+    /// What the filesystem of `link_dir` can do (SPEC §14), as last probed; `None` before the
+    /// first probe. A pass probes when it first needs a capability, and again after link_dir's
+    /// device changed (a remount); [`FarmFs::probe`] probes now.
+    pub fn caps(&self) -> Option<Caps> {
+        self.caps.pinned.or(self.caps.known.map(|k| k.1))
+    }
+
+    /// Probes the filesystem of `link_dir` now (SPEC §14), with symlinks under linkfarm's temp
+    /// names that it removes again, and caches the result for the passes that follow.
+    pub fn probe(&mut self) -> Result<Caps, FsError> {
+        if let Some(c) = self.caps.pinned {
+            return Ok(c);
+        }
+        let (dir, path) = match observe::open_link_dir(&self.farm, &mut self.anchor) {
+            observe::LinkDirOpen::Open { dir, .. } => (dir, self.farm.link_dir.clone()),
+            observe::LinkDirOpen::Problem(p) => {
+                return Err(
+                    FsError::new("open", self.farm.link_dir.clone(), nix::errno::Errno::ENOENT)
+                        .with(format!("cannot probe link_dir: {p:?}")),
+                )
+            }
+        };
+        let dev = prims::device(std::os::fd::AsFd::as_fd(&dir))
+            .map_err(|e| FsError::new("stat", path.clone(), e))?;
+        let (caps, _) =
+            prims::probe(std::os::fd::AsFd::as_fd(&dir)).map_err(|e| FsError::new("probe", path, e))?;
+        self.caps.known = Some((dev, caps));
+        Ok(caps)
+    }
+
+    /// Uses `caps` instead of probing: for tests of the SPEC §14 fallbacks on a filesystem that
+    /// has every flag, or for a filesystem whose answers to the probe cannot be trusted.
+    pub fn set_caps(&mut self, caps: Caps) {
+        self.caps.pinned = Some(caps);
     }
 
     /// The farm.
@@ -136,7 +214,7 @@ impl FarmFs {
                 writes: 0,
             };
         }
-        let (results, writes) = self.apply(&plan.actions);
+        let (results, writes) = self.apply_at(&plan.actions, now);
         PassReport {
             plan,
             results,
@@ -167,7 +245,12 @@ impl FarmFs {
         now: SystemTime,
     ) -> Option<Plan> {
         let target = self.targets.as_ref()?;
-        let link_dir = observe::observe_names(&self.farm, &mut self.anchor, target, names);
+        let held = self
+            .held_link_dir
+            .as_ref()
+            .filter(|_| self.hold_link_dir)
+            .map(|fd| std::os::fd::AsFd::as_fd(fd.as_ref()));
+        let link_dir = observe::observe_names(&self.farm, &mut self.anchor, target, names, held);
         // link_dir itself missing or refused is a full pass's business.
         matches!(link_dir, LinkDirObs::Present(_))
             .then(|| self.plan_with_targets(link_dir, names, adopt_after, now))
@@ -207,10 +290,16 @@ impl FarmFs {
     /// Applies `actions` (from [`FarmFs::plan`], possibly filtered) in order; returns each outcome
     /// and the number of write syscalls made.
     pub fn apply(&mut self, actions: &[Action]) -> (Vec<ActionResult>, u64) {
+        self.apply_at(actions, SystemTime::now())
+    }
+
+    /// Like [`FarmFs::apply`], at `now`: the time that names an object rescued to the quarantine.
+    pub fn apply_at(&mut self, actions: &[Action], now: SystemTime) -> (Vec<ActionResult>, u64) {
         if actions.is_empty() {
             return (Vec::new(), 0);
         }
-        let mut ap = ops::Applier::new(&self.farm, &mut self.anchor);
+        let held = self.hold_link_dir.then_some(&mut self.held_link_dir);
+        let mut ap = ops::Applier::new(&self.farm, &mut self.anchor, &mut self.caps, held, now);
         // The steps for one link build on each other (adopt every entry, then replace the emptied
         // folder): after a failed step the later ones for that link are not attempted.
         let mut failed: std::collections::HashSet<&std::ffi::OsStr> = Default::default();
@@ -228,7 +317,7 @@ impl FarmFs {
                 outcome,
             });
         }
-        (results, ap.writes)
+        (results, ap.p.writes)
     }
 }
 

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::fcntl::{open, readlinkat, AtFlags};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use linkfarm_core::{
@@ -20,32 +20,7 @@ use linkfarm_core::{
 };
 
 use crate::parent_of;
-
-/// How deep an adopted folder is walked before linkfarm gives up on it (and leaves it in place).
-pub(crate) const MAX_DEPTH: usize = 256;
-
-pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_CLOEXEC)
-    .union(OFlag::O_NOFOLLOW);
-
-/// Opens `name` inside `dir` as a directory, never through a symlink.
-pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
-    openat(dir, name, DIR_FLAGS, Mode::empty())
-}
-
-/// Opens an admin-configured directory path (its components may be symlinks the admin made).
-pub(crate) fn open_dir_path(path: &Path) -> nix::Result<OwnedFd> {
-    open(path, DIR_FLAGS.difference(OFlag::O_NOFOLLOW), Mode::empty())
-}
-
-pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-}
-
-pub(crate) fn is_symlink(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
-}
+use crate::prims::{is_dir, is_symlink, lstat_at, open_dir_at, open_dir_path, DIR_FLAGS, MAX_DEPTH};
 
 /// The `getdents` type of what `st` describes.
 fn file_type(st: &FileStat) -> Option<Type> {
@@ -65,10 +40,6 @@ fn file_type(st: &FileStat) -> Option<Type> {
     } else {
         Type::BlockDevice
     })
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
 fn newest(st: &FileStat) -> SystemTime {
@@ -200,12 +171,20 @@ pub(crate) fn observe_names(
     anchor: &mut Option<PathBuf>,
     target: &TargetObs,
     names: &BTreeSet<OsString>,
+    held: Option<BorrowedFd<'_>>,
 ) -> LinkDirObs {
     let desired = desired_links_among(farm, target, names);
-    // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here:
-    // the applier opens link_dir again with the full anchor check before it writes anything,
-    // and refuses (which sends the daemon to a full pass) if the path changed.
-    let opened = match open(&farm.link_dir, DIR_FLAGS, Mode::empty()) {
+    // Only reads happen through this fd, so a plain O_NOFOLLOW open of the path is enough here
+    // (or the held fd, which the writes use too): the applier opens link_dir again with the full
+    // anchor check before it writes anything, unless it holds the fd, and refuses (which sends
+    // the daemon to a full pass) if the path changed.
+    let reopened = match held {
+        Some(fd) => fd
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        None => open(&farm.link_dir, DIR_FLAGS, Mode::empty()),
+    };
+    let opened = match reopened {
         Ok(dir) => Ok(dir),
         Err(_) => match open_link_dir(farm, anchor) {
             LinkDirOpen::Open { dir, .. } => Ok(dir),

@@ -1,21 +1,27 @@
-//! Applying actions with the safety rules of SPEC §4. Each function here is one action; each
-//! checks what it is about to touch through a dirfd and treats any surprise as a race: the object
-//! that appeared is left (or put back) intact and the next pass decides.
+//! Applying actions with the safety rules of SPEC §4 and the fallbacks of §14. Each function
+//! here is one action, built from the primitives of [`crate::prims`]; each checks what it is about
+//! to touch through a dirfd and treats any surprise as a race: the object that appeared is left
+//! (or put back) intact and the next pass decides.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use nix::errno::Errno;
-use nix::fcntl::{readlinkat, renameat2, AtFlags, RenameFlags};
+use nix::fcntl::{readlinkat, renameat2, RenameFlags};
 use nix::sys::stat::{fchmod, mkdirat, Mode};
-use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use linkfarm_core::{Action, Farm, LinkDirObs, Op};
 
-use crate::observe::{is_symlink, lstat_at, open_dir_at, open_dir_path, open_link_dir, LinkDirOpen};
-use crate::{parent_of, temp_name, FsError, Outcome};
+use crate::observe::{open_link_dir, LinkDirOpen};
+use crate::prims::{
+    device, is_symlink, lstat_at, open_dir_at, open_dir_path, probe, Caps, MoveError, Prims, Removed,
+};
+use crate::{parent_of, temp_name, CapsState, FsError, Outcome};
 
 type R = Result<Option<PathBuf>, Step>;
 
@@ -26,25 +32,46 @@ enum Step {
     Rescued { to: PathBuf, why: String },
 }
 
+/// A directory fd shared by the actions of one pass (no `dup` per action), and for link_dir
+/// possibly held across passes (SPEC §4 as amended).
+pub(crate) type Fd = Arc<OwnedFd>;
+
 pub(crate) struct Applier<'a> {
     farm: &'a Farm,
     anchor: &'a mut Option<PathBuf>,
+    caps: &'a mut CapsState,
+    /// link_dir's fd held across passes, when the owner of the FarmFs asked for it.
+    held: Option<&'a mut Option<Fd>>,
+    /// Whether `caps` was checked against link_dir's device in this pass.
+    caps_checked: bool,
+    /// The time of the pass: names a rescued object in the quarantine.
+    now: SystemTime,
     link_parent: Option<OwnedFd>,
-    link_dir: Option<OwnedFd>,
+    link_dir: Option<Fd>,
     link_dir_problem: Option<String>,
-    target: Option<OwnedFd>,
-    quarantine: Option<OwnedFd>,
+    target: Option<Fd>,
+    quarantine: Option<Fd>,
     /// Real folders at link paths, opened once per pass.
-    conflict_dirs: HashMap<OsString, OwnedFd>,
-    target_subdirs: HashMap<OsString, OwnedFd>,
-    pub(crate) writes: u64,
+    conflict_dirs: HashMap<OsString, Fd>,
+    target_subdirs: HashMap<OsString, Fd>,
+    pub(crate) p: Prims,
 }
 
 impl<'a> Applier<'a> {
-    pub(crate) fn new(farm: &'a Farm, anchor: &'a mut Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        farm: &'a Farm,
+        anchor: &'a mut Option<PathBuf>,
+        caps: &'a mut CapsState,
+        held: Option<&'a mut Option<Fd>>,
+        now: SystemTime,
+    ) -> Self {
         let mut ap = Applier {
             farm,
             anchor,
+            caps,
+            held,
+            caps_checked: false,
+            now,
             link_parent: None,
             link_dir: None,
             link_dir_problem: None,
@@ -52,16 +79,29 @@ impl<'a> Applier<'a> {
             quarantine: None,
             conflict_dirs: HashMap::new(),
             target_subdirs: HashMap::new(),
-            writes: 0,
+            p: Prims {
+                caps: Caps::FULL,
+                writes: 0,
+            },
         };
-        ap.reopen_link_dir();
+        match ap.held.as_deref() {
+            // No path is resolved through a held fd, so no symlink swap can redirect it; the
+            // holder invalidates it on any change of link_dir's path (SPEC §4).
+            Some(Some(fd)) => ap.link_dir = Some(fd.clone()),
+            _ => ap.reopen_link_dir(),
+        }
         ap
     }
 
+    /// Opens link_dir by path, with the anchor check of SPEC §4 (and holds it, if asked to).
     fn reopen_link_dir(&mut self) {
         match open_link_dir(self.farm, self.anchor) {
             LinkDirOpen::Open { parent, dir } => {
                 self.link_parent = Some(parent);
+                let dir = Arc::new(dir);
+                if let Some(held) = self.held.as_deref_mut() {
+                    *held = Some(dir.clone());
+                }
                 self.link_dir = Some(dir);
             }
             LinkDirOpen::Problem(p) => {
@@ -83,7 +123,8 @@ impl<'a> Applier<'a> {
             Op::Create { text } => self.create(&a.link, text),
             Op::Replace { text, .. } => self.replace(&a.link, text),
             Op::Remove { .. } => self.remove(&a.link),
-            Op::Chown { uid, gid } => self.chown(&a.link, *uid, *gid),
+            // A wrong owner is repaired like a wrong target (issue 11): never a chown by name.
+            Op::Chown { text, .. } => self.replace(&a.link, text).map(|_| None),
             Op::Adopt { child, target } => self.adopt(&a.link, child, target),
             Op::QuarantineChild { child, dest } => self.quarantine_child(&a.link, child, dest),
             Op::ClearDir { text } => self.clear_dir(&a.link, text),
@@ -110,26 +151,14 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn ld(&self) -> Result<BorrowedFd<'_>, Step> {
+    fn ld(&self) -> Result<Fd, Step> {
         match (&self.link_dir, &self.link_dir_problem) {
-            (Some(fd), _) => Ok(fd.as_fd()),
+            (Some(fd), _) => Ok(fd.clone()),
             (None, Some(p)) => Err(Step::Failed(
                 FsError::new("open", self.farm.link_dir.clone(), Errno::ELOOP).with(p.clone()),
             )),
             (None, None) => Err(Step::Raced("link_dir disappeared".into())),
         }
-    }
-
-    /// An owned copy of the link_dir fd (the applier keeps its own across the action).
-    fn ld_owned(&self, link: &OsStr) -> Result<OwnedFd, Step> {
-        let path = self.link_path(link);
-        dup(self.ld()?, path)
-    }
-
-    /// A write syscall: counted, so a converged pass can be proven to make none.
-    fn w<T>(&mut self, r: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
-        self.writes += 1;
-        r()
     }
 
     fn owner(&self) -> (Option<Uid>, Option<Gid>) {
@@ -148,16 +177,18 @@ impl<'a> Applier<'a> {
         mode: u32,
     ) -> Result<OwnedFd, Step> {
         let m = Mode::from_bits_truncate(mode);
-        self.w(|| mkdirat(dir, name, m)).map_err(|e| match e {
+        self.p.w(|| mkdirat(dir, name, m)).map_err(|e| match e {
             Errno::EEXIST => Step::Raced(format!("{} appeared meanwhile", path.display())),
             e => self.fail("mkdir", path.clone(), e),
         })?;
         let fd = open_dir_at(dir, name).map_err(|e| self.fail("open", path.clone(), e))?;
-        self.w(|| fchmod(fd.as_fd(), m))
+        self.p
+            .w(|| fchmod(fd.as_fd(), m))
             .map_err(|e| self.fail("chmod", path.clone(), e))?;
         let (u, g) = self.owner();
         if u.is_some() || g.is_some() {
-            self.w(|| fchown(fd.as_fd(), u, g))
+            self.p
+                .w(|| fchown(fd.as_fd(), u, g))
                 .map_err(|e| self.fail("chown", path.clone(), e))?;
         }
         Ok(fd)
@@ -185,323 +216,364 @@ impl<'a> Applier<'a> {
         Ok(None)
     }
 
-    fn target_fd(&mut self) -> Result<BorrowedFd<'_>, Step> {
+    fn target_fd(&mut self) -> Result<Fd, Step> {
         if self.target.is_none() {
             let fd = open_dir_path(&self.farm.target_dir)
                 .map_err(|e| self.fail("open", self.farm.target_dir.clone(), e))?;
-            self.target = Some(fd);
+            self.target = Some(Arc::new(fd));
         }
-        Ok(self.target.as_ref().map(|f| f.as_fd()).expect("just opened"))
+        Ok(self.target.clone().expect("just opened"))
     }
 
     fn mkdir_target(&mut self, target: &OsStr) -> R {
         let path = self.farm.target_dir.join(target);
-        let t = dup(self.target_fd()?, path.clone())?;
+        let t = self.target_fd()?;
         self.make_dir(t.as_fd(), target, path, self.farm.dir_mode)?;
         Ok(None)
     }
 
-    fn chown_link(&mut self, dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<(), Step> {
-        let (u, g) = self.owner();
-        if u.is_none() && g.is_none() {
-            return Ok(());
-        }
-        self.w(|| fchownat(dir, name, u, g, AtFlags::AT_SYMLINK_NOFOLLOW))
-            .map_err(|e| self.fail("chown", path.to_owned(), e))
-    }
-
     fn create(&mut self, link: &OsStr, text: &Path) -> R {
-        // The path is only spelled out for a message: not built for every link of a cold start.
-        let made = symlinkat(text, self.ld()?, link);
-        self.writes += 1;
-        made.map_err(|e| match e {
-            Errno::EEXIST => Step::Raced(format!(
-                "something appeared at {}",
-                self.link_path(link).display()
-            )),
-            e => self.fail("symlink", self.link_path(link), e),
-        })?;
-        if self.farm.owner.is_some() {
-            let ld = self.ld_owned(link)?;
-            self.chown_link(ld.as_fd(), link, &self.link_path(link))?;
-        }
+        let ld = self.ld()?;
+        let owner = self.owner();
+        self.p
+            .make_link(ld.as_fd(), link, text, owner)
+            .map_err(|e| match e {
+                // The path is only spelled out for a message: not built for every link of a cold start.
+                Errno::EEXIST => Step::Raced(format!(
+                    "something appeared at {}",
+                    self.link_path(link).display()
+                )),
+                e => self.fail("symlink", self.link_path(link), e),
+            })?;
         Ok(None)
     }
 
-    /// Frees the temp name: only a symlink may be removed from there.
-    fn free_temp(&mut self, ld: BorrowedFd<'_>, tmp: &OsStr) -> Result<(), Step> {
-        match lstat_at(ld, tmp) {
-            Err(Errno::ENOENT) => Ok(()),
-            Ok(st) if is_symlink(&st) => self
-                .w(|| unlinkat(ld, tmp, UnlinkatFlags::NoRemoveDir))
-                .map_err(|e| self.fail("unlink", self.link_path(tmp), e)),
-            Ok(_) => Err(Step::Failed(
-                FsError::new("prepare", self.link_path(tmp), Errno::EEXIST)
-                    .with("the temp name is taken by something that is not a symlink; move it away"),
-            )),
-            Err(e) => Err(self.fail("stat", self.link_path(tmp), e)),
+    /// The SPEC §14 capabilities of link_dir's filesystem: probed once per farm on linkfarm's temp
+    /// names, and again when link_dir's device changes (a remount).
+    fn caps(&mut self) -> Result<Caps, Step> {
+        if let Some(c) = self.caps.pinned {
+            self.p.caps = c;
+            return Ok(c);
         }
+        if self.caps_checked {
+            return Ok(self.p.caps);
+        }
+        let ld = self.ld()?;
+        let dev = device(ld.as_fd()).map_err(|e| self.fail("stat", self.farm.link_dir.clone(), e))?;
+        let caps = match self.caps.known {
+            Some((d, c)) if d == dev => c,
+            _ => {
+                let (c, writes) = probe(ld.as_fd()).map_err(|e| {
+                    Step::Failed(
+                        FsError::new("probe", self.farm.link_dir.clone(), e)
+                            .with("the SPEC §14 capability probe on linkfarm's temp names failed"),
+                    )
+                })?;
+                self.p.writes += writes;
+                self.caps.known = Some((dev, c));
+                c
+            }
+        };
+        self.p.caps = caps;
+        self.caps_checked = true;
+        Ok(caps)
     }
 
+    /// A failure to free linkfarm's temp name.
+    fn temp_taken(&self, tmp: &OsStr) -> Step {
+        Step::Failed(
+            FsError::new("prepare", self.link_path(tmp), Errno::EEXIST)
+                .with("the temp name is taken by something that is not a symlink; move it away"),
+        )
+    }
+
+    /// A move's error as a step: only an unsupported move or an I/O error is a failure.
+    fn moved(&self, r: Result<(), MoveError>, op: &'static str, show: &Path) -> Result<(), Step> {
+        r.map_err(|e| match e {
+            MoveError::Exists => Step::Raced(format!(
+                "{} already exists in the destination; left in place",
+                show.display()
+            )),
+            MoveError::Gone => Step::Raced(format!("{} is gone", show.display())),
+            MoveError::Changed => Step::Raced(format!(
+                "{} changed while it was moved; everything is kept, the next pass looks again",
+                show.display()
+            )),
+            MoveError::Unsupported(why) => {
+                Step::Failed(FsError::new(op, show.to_owned(), Errno::EOPNOTSUPP).with(why))
+            }
+            MoveError::Io(e) => self.fail(op, show.to_owned(), e),
+        })
+    }
+
+    /// Replaces the link at `link` with one to `text` (SPEC §4): a new link under the temp name,
+    /// exchanged in, then a check of what came out. Without `RENAME_EXCHANGE`, the §14 fallback.
     fn replace(&mut self, link: &OsStr, text: &Path) -> R {
-        let ld = self.ld_owned(link)?;
+        let caps = self.caps()?;
+        let ld = self.ld()?;
         let ld = ld.as_fd();
-        let path = self.link_path(link);
         let tmp = temp_name(link);
-        self.free_temp(ld, &tmp)?;
-        self.w(|| symlinkat(text, ld, tmp.as_os_str()))
-            .map_err(|e| self.fail("symlink", self.link_path(&tmp), e))?;
-        self.chown_link(ld, &tmp, &self.link_path(&tmp))?;
-        match self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_EXCHANGE)) {
+        if !caps.exchange {
+            return self.replace_by_move_aside(ld, link, &tmp, text);
+        }
+        let path = self.link_path(link);
+        if self
+            .p
+            .remove_if_symlink(ld, &tmp)
+            .map_err(|e| self.fail("unlink", self.link_path(&tmp), e))?
+            == Removed::NotSymlink
+        {
+            return Err(self.temp_taken(&tmp));
+        }
+        let owner = self.owner();
+        self.p.make_link(ld, &tmp, text, owner).map_err(|e| match e {
+            Errno::EEXIST => Step::Raced(format!("{} was taken meanwhile", self.link_path(&tmp).display())),
+            e => self.fail("symlink", self.link_path(&tmp), e),
+        })?;
+        match self
+            .p
+            .w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_EXCHANGE))
+        {
             Ok(()) => {}
             Err(Errno::ENOENT) => {
                 // The old link vanished meanwhile: ours becomes a plain create, without replacing.
-                return match self
-                    .w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_NOREPLACE))
-                {
+                return match self.p.move_noreplace(ld, &tmp, ld, link) {
                     Ok(()) => Ok(None),
                     Err(e) => {
-                        let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
+                        let _ = self.p.remove_if_symlink(ld, &tmp);
                         Err(Step::Raced(format!(
-                            "{} changed meanwhile ({})",
-                            path.display(),
-                            e.desc()
+                            "{} changed meanwhile ({e:?})",
+                            path.display()
                         )))
                     }
                 };
             }
             Err(e) => {
-                let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
+                let _ = self.p.remove_if_symlink(ld, &tmp);
                 return Err(self.fail("exchange", path, e));
             }
         }
         // Check what came out: only a symlink may be unlinked.
-        match lstat_at(ld, &tmp) {
-            Ok(st) if is_symlink(&st) => {
-                let old = readlinkat(ld, tmp.as_os_str()).ok().map(PathBuf::from);
-                self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir))
-                    .map_err(|e| self.fail("unlink", self.link_path(&tmp), e))?;
-                Ok(old)
+        let old = readlinkat(ld, tmp.as_os_str()).ok().map(PathBuf::from);
+        match self.p.remove_if_symlink(ld, &tmp) {
+            Ok(Removed::Yes | Removed::Absent) => Ok(old),
+            Ok(Removed::NotSymlink) => self.put_back_exchanged(ld, link, &tmp),
+            Err(e) => Err(self.fail("unlink", self.link_path(&tmp), e)),
+        }
+    }
+
+    /// A file or folder appeared at the link path between observation and exchange, and is now
+    /// under the temp name: put it back where the client left it, and drop our link.
+    fn put_back_exchanged(&mut self, ld: BorrowedFd<'_>, link: &OsStr, tmp: &OsStr) -> R {
+        let path = self.link_path(link);
+        let safe_at = format!("the object is safe at {}", self.link_path(tmp).display());
+        match self
+            .p
+            .w(|| renameat2(ld, tmp, ld, link, RenameFlags::RENAME_EXCHANGE))
+        {
+            Ok(()) => {}
+            // Our new link was removed meanwhile: move the object back without replacing.
+            Err(Errno::ENOENT) => {
+                if self.p.move_noreplace(ld, tmp, ld, link).is_err() {
+                    return self.rescue(ld, link, tmp);
+                }
             }
-            other => {
-                // A file or folder appeared at the link path between observation and exchange:
-                // put it back where the client left it, and drop our link.
-                let kind = if other.is_ok() { "file or folder" } else { "object" };
-                let safe_at = format!("the object is safe at {}", self.link_path(&tmp).display());
-                match self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_EXCHANGE)) {
-                    Ok(()) => {}
-                    // Our new link was removed meanwhile: move the object back without replacing.
-                    Err(Errno::ENOENT) => self
-                        .w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_NOREPLACE))
-                        .map_err(|e| {
-                            Step::Failed(FsError::new("put back", path.clone(), e).with(safe_at.clone()))
-                        })?,
-                    Err(e) => {
-                        return Err(Step::Failed(
-                            FsError::new("exchange back", path.clone(), e).with(safe_at),
-                        ))
-                    }
-                }
-                match lstat_at(ld, &tmp) {
-                    Ok(st) if is_symlink(&st) => {
-                        let _ = self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir));
-                    }
-                    Ok(_) => {
-                        // A second object came out: while the first was aside, the client also
-                        // replaced the link we had swapped in. The first is back at the link
-                        // path; this one must not stay under a hidden temp name.
-                        let mut dest = std::ffi::OsString::from(linkfarm_core::time::utc_stamp(
-                            std::time::SystemTime::now(),
-                        ));
-                        dest.push("-");
-                        dest.push(link);
-                        let show = self.link_path(&tmp);
-                        let used = self
-                            .move_to_quarantine(ld, &tmp, &dest, show.clone())
-                            .map_err(|_| {
-                                Step::Failed(
-                                    FsError::new("quarantine", path.clone(), Errno::EEXIST)
-                                        .with(format!("the object is safe at {}", show.display())),
-                                )
-                            })?;
-                        return Err(Step::Rescued {
-                            to: self.farm.quarantine_dir.join(used),
-                            why: format!(
-                                "two objects raced this replace at {}; the second was moved to the quarantine",
-                                path.display()
-                            ),
-                        });
-                    }
-                    Err(_) => {}
-                }
-                Err(Step::Raced(format!(
-                    "a {kind} appeared at {} and was left in place",
+            Err(e) => return Err(Step::Failed(FsError::new("exchange back", path, e).with(safe_at))),
+        }
+        match self.p.remove_if_symlink(ld, tmp) {
+            // While the first object was aside, the client also replaced the link we had swapped
+            // in. The first is back at the link path; this one must not stay under a hidden name.
+            Ok(Removed::NotSymlink) => self.rescue(ld, link, tmp),
+            _ => Err(Step::Raced(format!(
+                "a file or folder appeared at {} and was left in place",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Moves a client's object out of the temp name `tmp` into the quarantine.
+    fn rescue(&mut self, ld: BorrowedFd<'_>, link: &OsStr, tmp: &OsStr) -> R {
+        let path = self.link_path(link);
+        let show = self.link_path(tmp);
+        let dest = linkfarm_core::time::quarantine_name(self.now, link);
+        let used = self
+            .move_to_quarantine(ld, tmp, &dest, show.clone())
+            .map_err(|_| {
+                Step::Failed(
+                    FsError::new("quarantine", path.clone(), Errno::EEXIST)
+                        .with(format!("the object is safe at {}", show.display())),
+                )
+            })?;
+        Err(Step::Rescued {
+            to: self.farm.quarantine_dir.join(used),
+            why: format!(
+                "two objects raced at {}; the one that could not go back was moved to the quarantine",
+                path.display()
+            ),
+        })
+    }
+
+    /// SPEC §14, a filesystem without `RENAME_EXCHANGE`: the old link is moved aside to the temp
+    /// name and checked to be a symlink, then the new one is made with `symlinkat` on the final
+    /// name, which fails if something appeared there meanwhile (the newcomer is left for the next
+    /// pass, and the link aside, a symlink, is removed).
+    fn replace_by_move_aside(&mut self, ld: BorrowedFd<'_>, link: &OsStr, tmp: &OsStr, text: &Path) -> R {
+        let path = self.link_path(link);
+        match self.p.move_aside(ld, link, tmp) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return self.create(link, text),
+            Err(Errno::EEXIST) => return Err(self.temp_taken(tmp)),
+            Err(e) => return Err(self.fail("move aside", path, e)),
+        }
+        let old = readlinkat(ld, tmp).ok().map(PathBuf::from);
+        if !lstat_at(ld, tmp).is_ok_and(|st| is_symlink(&st)) {
+            // A client's object was at the link path: put it back without replacing.
+            return match self.p.move_noreplace(ld, tmp, ld, link) {
+                Ok(()) => Err(Step::Raced(format!(
+                    "a file or folder appeared at {} and was left in place",
                     path.display()
-                )))
-            }
+                ))),
+                Err(MoveError::Gone) => Err(Step::Raced(format!("{} changed meanwhile", path.display()))),
+                Err(_) => self.rescue(ld, link, tmp),
+            };
+        }
+        let owner = self.owner();
+        let made = self.p.make_link(ld, link, text, owner);
+        // The link aside is a symlink (checked above): removed whatever happened next.
+        let _ = self.p.remove_if_symlink(ld, tmp);
+        match made {
+            Ok(()) => Ok(old),
+            Err(Errno::EEXIST) => Err(Step::Raced(format!(
+                "something appeared at {} while the old link was aside; left in place",
+                path.display()
+            ))),
+            Err(e) => Err(self.fail("symlink", path, e)),
         }
     }
 
     fn remove(&mut self, link: &OsStr) -> R {
-        let ld = self.ld_owned(link)?;
+        let ld = self.ld()?;
         let ld = ld.as_fd();
         let path = self.link_path(link);
-        if crate::temp_name(link) == link || linkfarm_core::plan::is_temp(link) {
-            // A leftover temp link: it is already aside. Check it is still a symlink.
-            return match lstat_at(ld, link) {
-                Ok(st) if is_symlink(&st) => {
-                    self.w(|| unlinkat(ld, link, UnlinkatFlags::NoRemoveDir))
-                        .map_err(|e| self.fail("unlink", path, e))?;
-                    Ok(None)
+        if linkfarm_core::plan::is_temp(link) {
+            // A leftover temp link: it is already aside.
+            return match self.p.remove_if_symlink(ld, link) {
+                Ok(Removed::Yes) => Ok(None),
+                Ok(Removed::NotSymlink) => {
+                    Err(Step::Raced(format!("{} is no longer a symlink", path.display())))
                 }
-                Ok(_) => Err(Step::Raced(format!("{} is no longer a symlink", path.display()))),
-                Err(_) => Err(Step::Raced(format!("{} is gone", path.display()))),
+                Ok(Removed::Absent) => Err(Step::Raced(format!("{} is gone", path.display()))),
+                Err(e) => Err(self.fail("unlink", path, e)),
             };
         }
+        self.caps()?;
         let tmp = temp_name(link);
-        self.free_temp(ld, &tmp)?;
-        self.w(|| renameat2(ld, link, ld, tmp.as_os_str(), RenameFlags::RENAME_NOREPLACE))
-            .map_err(|e| match e {
-                Errno::ENOENT => Step::Raced(format!("{} is already gone", path.display())),
-                e => self.fail("rename", path.clone(), e),
-            })?;
-        match lstat_at(ld, &tmp) {
-            Ok(st) if is_symlink(&st) => {
-                self.w(|| unlinkat(ld, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir))
-                    .map_err(|e| self.fail("unlink", self.link_path(&tmp), e))?;
-                Ok(None)
-            }
-            _ => {
+        match self.p.move_aside(ld, link, &tmp) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return Err(Step::Raced(format!("{} is already gone", path.display()))),
+            Err(Errno::EEXIST) => return Err(self.temp_taken(&tmp)),
+            Err(e) => return Err(self.fail("rename", path, e)),
+        }
+        match self.p.remove_if_symlink(ld, &tmp) {
+            Ok(Removed::Yes | Removed::Absent) => Ok(None),
+            Ok(Removed::NotSymlink) => {
                 // Not a symlink any more: put it back untouched.
-                self.w(|| renameat2(ld, tmp.as_os_str(), ld, link, RenameFlags::RENAME_NOREPLACE))
-                    .map_err(|e| {
-                        Step::Failed(FsError::new("rename back", path.clone(), e)).with_detail(format!(
-                            "the object is safe at {}",
-                            self.link_path(&tmp).display()
-                        ))
-                    })?;
-                Err(Step::Raced(format!(
-                    "{} is no longer a symlink; left in place",
-                    path.display()
-                )))
+                match self.p.move_noreplace(ld, &tmp, ld, link) {
+                    Ok(()) => Err(Step::Raced(format!(
+                        "{} is no longer a symlink; left in place",
+                        path.display()
+                    ))),
+                    Err(_) => self.rescue(ld, link, &tmp),
+                }
             }
+            Err(e) => Err(self.fail("unlink", self.link_path(&tmp), e)),
         }
     }
 
-    fn chown(&mut self, link: &OsStr, uid: Option<u32>, gid: Option<u32>) -> R {
-        let ld = self.ld_owned(link)?;
-        let path = self.link_path(link);
-        match lstat_at(ld.as_fd(), link) {
-            Ok(st) if is_symlink(&st) => {}
-            _ => return Err(Step::Raced(format!("{} is no longer a symlink", path.display()))),
+    fn conflict_dir(&mut self, link: &OsStr) -> Result<Fd, Step> {
+        if let Some(fd) = self.conflict_dirs.get(link) {
+            return Ok(fd.clone());
         }
-        let (u, g) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
-        self.w(|| fchownat(ld.as_fd(), link, u, g, AtFlags::AT_SYMLINK_NOFOLLOW))
-            .map_err(|e| self.fail("chown", path, e))?;
-        Ok(None)
+        let ld = self.ld()?;
+        let fd = open_dir_at(ld.as_fd(), link).map_err(|e| match e {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP => Step::Raced(format!(
+                "{} is no longer a folder",
+                self.link_path(link).display()
+            )),
+            e => self.fail("open", self.link_path(link), e),
+        })?;
+        let fd = Arc::new(fd);
+        self.conflict_dirs.insert(link.to_owned(), fd.clone());
+        Ok(fd)
     }
 
-    fn conflict_dir(&mut self, link: &OsStr) -> Result<BorrowedFd<'_>, Step> {
-        if !self.conflict_dirs.contains_key(link) {
-            let ld = self.ld()?;
-            let fd = open_dir_at(ld, link).map_err(|e| match e {
-                Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP => Step::Raced(format!(
-                    "{} is no longer a folder",
-                    self.link_path(link).display()
-                )),
-                e => self.fail("open", self.link_path(link), e),
-            })?;
-            self.conflict_dirs.insert(link.to_owned(), fd);
+    fn target_subdir(&mut self, target: &OsStr) -> Result<Fd, Step> {
+        if let Some(fd) = self.target_subdirs.get(target) {
+            return Ok(fd.clone());
         }
-        Ok(self.conflict_dirs[link].as_fd())
-    }
-
-    fn target_subdir(&mut self, target: &OsStr) -> Result<BorrowedFd<'_>, Step> {
-        if !self.target_subdirs.contains_key(target) {
-            let path = self.farm.target_dir.join(target);
-            let t = self.target_fd()?;
-            let fd = open_dir_at(t, target).map_err(|e| match e {
-                Errno::ENOENT => Step::Raced(format!("{} vanished meanwhile", path.display())),
-                e => Step::Failed(
-                    FsError::new("open", path, e)
-                        .with("adoption moves only into a real folder, never through a symlink"),
-                ),
-            })?;
-            self.target_subdirs.insert(target.to_owned(), fd);
-        }
-        Ok(self.target_subdirs[target].as_fd())
-    }
-
-    fn move_noreplace(
-        &mut self,
-        from: BorrowedFd<'_>,
-        name: &OsStr,
-        to: BorrowedFd<'_>,
-        to_name: &OsStr,
-        show: PathBuf,
-    ) -> R {
-        self.w(|| renameat2(from, name, to, to_name, RenameFlags::RENAME_NOREPLACE))
-            .map_err(|e| match e {
-                Errno::EEXIST | Errno::ENOTEMPTY => Step::Raced(format!(
-                    "{} already exists in the destination; left in place",
-                    show.display()
-                )),
-                Errno::ENOENT => Step::Raced(format!("{} is gone", show.display())),
-                e => self.fail("move", show.clone(), e),
-            })?;
-        Ok(None)
+        let path = self.farm.target_dir.join(target);
+        let t = self.target_fd()?;
+        let fd = open_dir_at(t.as_fd(), target).map_err(|e| match e {
+            Errno::ENOENT => Step::Raced(format!("{} vanished meanwhile", path.display())),
+            e => Step::Failed(
+                FsError::new("open", path, e)
+                    .with("adoption moves only into a real folder, never through a symlink"),
+            ),
+        })?;
+        let fd = Arc::new(fd);
+        self.target_subdirs.insert(target.to_owned(), fd.clone());
+        Ok(fd)
     }
 
     fn adopt(&mut self, link: &OsStr, child: &OsStr, target: &OsStr) -> R {
-        let from = {
-            let at = self.link_path(link);
-            dup(self.conflict_dir(link)?, at)?
-        };
-        let to = {
-            let at = self.link_path(link);
-            dup(self.target_subdir(target)?, at)?
-        };
+        self.caps()?;
+        let from = self.conflict_dir(link)?;
+        let to = self.target_subdir(target)?;
         let show = self.link_path(link).join(child);
-        self.move_noreplace(from.as_fd(), child, to.as_fd(), child, show)
+        let r = self.p.move_noreplace(from.as_fd(), child, to.as_fd(), child);
+        self.moved(r, "move", &show)?;
+        Ok(None)
     }
 
     /// Opens (creating as needed, mode 0700) the quarantine directory. Its existing ancestors are
     /// the admin's path; the components linkfarm creates, and the last one, are opened O_NOFOLLOW.
-    fn quarantine_fd(&mut self) -> Result<BorrowedFd<'_>, Step> {
-        if self.quarantine.is_none() {
-            let q = self.farm.quarantine_dir.clone();
-            let mut existing = q.as_path();
-            let mut missing = Vec::new();
-            let mut fd = loop {
-                match open_dir_path(parent_of(existing)) {
-                    Ok(fd) => break fd,
-                    Err(Errno::ENOENT) if existing.parent().is_some() => {
-                        missing.push(existing.file_name().unwrap_or_default().to_owned());
-                        existing = parent_of(existing);
-                    }
-                    Err(e) => return Err(self.fail("open", parent_of(existing).to_owned(), e)),
-                }
-            };
-            missing.push(existing.file_name().unwrap_or_default().to_owned());
-            let mut path = parent_of(existing).to_owned();
-            for name in missing.iter().rev() {
-                path.push(name);
-                fd = match open_dir_at(fd.as_fd(), name) {
-                    Ok(next) => next,
-                    Err(Errno::ENOENT) => {
-                        let m = Mode::from_bits_truncate(0o700);
-                        match self.w(|| mkdirat(fd.as_fd(), name.as_os_str(), m)) {
-                            Ok(()) | Err(Errno::EEXIST) => {}
-                            Err(e) => return Err(self.fail("mkdir", path.clone(), e)),
-                        }
-                        open_dir_at(fd.as_fd(), name).map_err(|e| self.fail("open", path.clone(), e))?
-                    }
-                    Err(e) => return Err(self.fail("open", path.clone(), e)),
-                };
-            }
-            self.quarantine = Some(fd);
+    fn quarantine_fd(&mut self) -> Result<Fd, Step> {
+        if let Some(fd) = &self.quarantine {
+            return Ok(fd.clone());
         }
-        Ok(self.quarantine.as_ref().map(|f| f.as_fd()).expect("just opened"))
+        let q = self.farm.quarantine_dir.clone();
+        let mut existing = q.as_path();
+        let mut missing = Vec::new();
+        let mut fd = loop {
+            match open_dir_path(parent_of(existing)) {
+                Ok(fd) => break fd,
+                Err(Errno::ENOENT) if existing.parent().is_some() => {
+                    missing.push(existing.file_name().unwrap_or_default().to_owned());
+                    existing = parent_of(existing);
+                }
+                Err(e) => return Err(self.fail("open", parent_of(existing).to_owned(), e)),
+            }
+        };
+        missing.push(existing.file_name().unwrap_or_default().to_owned());
+        let mut path = parent_of(existing).to_owned();
+        for name in missing.iter().rev() {
+            path.push(name);
+            fd = match open_dir_at(fd.as_fd(), name) {
+                Ok(next) => next,
+                Err(Errno::ENOENT) => {
+                    let m = Mode::from_bits_truncate(0o700);
+                    match self.p.w(|| mkdirat(fd.as_fd(), name.as_os_str(), m)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(self.fail("mkdir", path.clone(), e)),
+                    }
+                    open_dir_at(fd.as_fd(), name).map_err(|e| self.fail("open", path.clone(), e))?
+                }
+                Err(e) => return Err(self.fail("open", path.clone(), e)),
+            };
+        }
+        let fd = Arc::new(fd);
+        self.quarantine = Some(fd.clone());
+        Ok(fd)
     }
 
     /// Moves `name` from `from` into the quarantine under `dest` (or `dest.1`, `dest.2`, ... when
@@ -513,29 +585,25 @@ impl<'a> Applier<'a> {
         dest: &OsStr,
         show: PathBuf,
     ) -> Result<OsString, Step> {
-        let q = dup(self.quarantine_fd()?, show.clone())?;
+        self.caps()?;
+        let q = self.quarantine_fd()?;
         for i in 0..1000 {
             let mut d = dest.to_owned();
             if i > 0 {
                 d.push(format!(".{i}"));
             }
-            match self.w(|| {
-                renameat2(
-                    from,
-                    name,
-                    q.as_fd(),
-                    d.as_os_str(),
-                    RenameFlags::RENAME_NOREPLACE,
-                )
-            }) {
+            match self.p.move_noreplace(from, name, q.as_fd(), &d) {
                 Ok(()) => return Ok(d),
-                Err(Errno::EEXIST) => continue,
-                Err(Errno::ENOENT) => return Err(Step::Raced(format!("{} is gone", show.display()))),
-                Err(e) => {
+                Err(MoveError::Exists) => continue,
+                Err(MoveError::Gone) => return Err(Step::Raced(format!("{} is gone", show.display()))),
+                Err(MoveError::Io(e)) => {
                     return Err(Step::Failed(
                         FsError::new("quarantine", show, e)
                             .with(format!("into {}", self.farm.quarantine_dir.display())),
                     ))
+                }
+                Err(e) => {
+                    self.moved(Err(e), "quarantine", &show)?;
                 }
             }
         }
@@ -543,45 +611,35 @@ impl<'a> Applier<'a> {
     }
 
     fn quarantine_child(&mut self, link: &OsStr, child: &OsStr, dest: &OsStr) -> R {
-        let from = {
-            let at = self.link_path(link);
-            dup(self.conflict_dir(link)?, at)?
-        };
-        let q = {
-            let at = self.link_path(link);
-            dup(self.quarantine_fd()?, at)?
-        };
+        self.caps()?;
+        let from = self.conflict_dir(link)?;
+        let q = self.quarantine_fd()?;
         let qpath = self.farm.quarantine_dir.join(dest);
         let m = Mode::from_bits_truncate(0o700);
-        match self.w(|| mkdirat(q.as_fd(), dest, m)) {
+        match self.p.w(|| mkdirat(q.as_fd(), dest, m)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(self.fail("mkdir", qpath, e)),
         }
         let sub = open_dir_at(q.as_fd(), dest).map_err(|e| self.fail("open", qpath.clone(), e))?;
         let show = self.link_path(link).join(child);
-        self.w(|| {
-            renameat2(
-                from.as_fd(),
-                child,
-                sub.as_fd(),
-                child,
-                RenameFlags::RENAME_NOREPLACE,
-            )
-        })
-        .map_err(|e| match e {
-            Errno::ENOENT => Step::Raced(format!("{} is gone", show.display())),
-            e => Step::Failed(
-                FsError::new("quarantine", show.clone(), e).with(format!("into {}", qpath.display())),
-            ),
-        })?;
+        match self.p.move_noreplace(from.as_fd(), child, sub.as_fd(), child) {
+            Ok(()) => {}
+            Err(MoveError::Gone) => return Err(Step::Raced(format!("{} is gone", show.display()))),
+            Err(MoveError::Io(e)) => {
+                return Err(Step::Failed(
+                    FsError::new("quarantine", show.clone(), e).with(format!("into {}", qpath.display())),
+                ))
+            }
+            Err(e) => self.moved(Err(e), "quarantine", &show)?,
+        }
         Ok(Some(qpath.join(child)))
     }
 
     fn clear_dir(&mut self, link: &OsStr, text: &Path) -> R {
-        let ld = self.ld_owned(link)?;
+        let ld = self.ld()?;
         let path = self.link_path(link);
         // rmdir removes only an empty directory: whatever a client put there meanwhile stays.
-        match self.w(|| unlinkat(ld.as_fd(), link, UnlinkatFlags::RemoveDir)) {
+        match self.p.w(|| unlinkat(ld.as_fd(), link, UnlinkatFlags::RemoveDir)) {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
                 return Err(Step::Raced(format!("{} is not empty any more", path.display())))
@@ -596,27 +654,12 @@ impl<'a> Applier<'a> {
     }
 
     fn quarantine(&mut self, link: &OsStr, dest: &OsStr, text: &Path) -> R {
-        let ld = self.ld_owned(link)?;
+        let ld = self.ld()?;
         let used = self.move_to_quarantine(ld.as_fd(), link, dest, self.link_path(link))?;
         self.conflict_dirs.remove(link);
         self.create(link, text)?;
         Ok(Some(self.farm.quarantine_dir.join(used)))
     }
-}
-
-impl Step {
-    fn with_detail(self, d: String) -> Step {
-        match self {
-            Step::Failed(e) => Step::Failed(e.with(d)),
-            other => other,
-        }
-    }
-}
-
-/// An owned copy of a borrowed directory fd.
-fn dup(fd: BorrowedFd<'_>, path: PathBuf) -> Result<OwnedFd, Step> {
-    fd.try_clone_to_owned()
-        .map_err(|e| Step::Failed(FsError::new("dup", path, errno(e))))
 }
 
 fn errno(e: std::io::Error) -> Errno {

@@ -116,7 +116,7 @@ fn build(c: &Case) -> (Tree, FarmFs) {
         if c.relative { "relative" } else { "absolute" }
     );
     let farm = t.farm(&format!("[{}]", names.join(", ")), &extra);
-    (t, FarmFs::new(farm))
+    (t, farm_fs(farm))
 }
 
 proptest! {
@@ -195,7 +195,7 @@ proptest! {
         let adopt_after = if settled { SETTLED } else { LONG };
         assert_spot_is_restricted_full(&mut f, &names, adopt_after)?;
         // The same tree seen by a farm that links every target folder.
-        let mut glob = FarmFs::new(t.farm("\"*\"", &format!("    on_conflict: {}\n", c.policy)));
+        let mut glob = farm_fs(t.farm("\"*\"", &format!("    on_conflict: {}\n", c.policy)));
         assert_spot_is_restricted_full(&mut glob, &names, adopt_after)?;
     }
 }

@@ -224,3 +224,56 @@ fn inotify_limits_are_checked() {
     expect(&v, "ok", "max_user_watches", "none");
     expect(&v, "ok", "max_user_instances", "none");
 }
+
+#[test]
+fn one_farm_is_one_farm_and_the_filesystem_fallback_is_named() {
+    let s = Setup::new(None);
+    let (_, v) = s.doctor(Path::new("/nonexistent"), "none");
+    expect(&v, "ok", "is valid (1 farm)", "none");
+    // On a FUSE or NFS mount (tests/e2e/fuse.sh) the fallback differs; the line is always there.
+    assert!(
+        ["ok", "warn"]
+            .iter()
+            .any(|st| find(&v, st, "fallback: ").is_some()),
+        "{v:#}"
+    );
+    if std::env::var_os("LINKFARM_TEST_FUSE").is_none() {
+        expect(
+            &v,
+            "ok",
+            "RENAME_EXCHANGE yes, RENAME_NOREPLACE yes, link() yes; fallback: none",
+            "none",
+        );
+    }
+    let left: Vec<_> = fs::read_dir(s.cw().join("storage-user/models-upload"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the probe leaves nothing behind: {left:?}");
+}
+
+#[test]
+fn star_farm_owner_check_uses_the_planners_targets() {
+    use std::os::unix::fs::{chown, symlink};
+    let s = Setup::new(None);
+    let models = s.cw().join("storage-models/models");
+    for t in ["checkpoints", "loras", "vae"] {
+        chown(models.join(t), Some(4321), Some(4321)).unwrap();
+    }
+    // Neither is linked by the planner: an excluded name, and a symlink to a folder.
+    fs::create_dir(models.join(".cache")).unwrap();
+    symlink("/etc", models.join("etc-link")).unwrap();
+    fs::write(
+        s.dir.path().join("linkfarm.yaml"),
+        "version: 1\nfarms:\n  - name: m\n    target_dir: cw/storage-models/models\n    \
+         link_dir: cw/storage-user/models-upload\n    entries: \"*\"\n    owner: \"4321:4321\"\n",
+    )
+    .unwrap();
+    let (_, v) = s.doctor(Path::new("/nonexistent"), "none");
+    expect(
+        &v,
+        "ok",
+        "target folders are writable by the configured owner",
+        "none",
+    );
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use linkfarm_core::{parse_config, Farm, FarmState, IdLookup};
-use linkfarm_fs::{FarmFs, Mode, Outcome, PassReport};
+use linkfarm_fs::{Caps, FarmFs, Mode, Outcome, PassReport};
 
 pub struct NoIds;
 impl IdLookup for NoIds {
@@ -27,7 +27,7 @@ pub struct Tree {
 impl Tree {
     /// A root with `models/` (target_dir) holding `targets`, and `up/` (link_dir).
     pub fn new(targets: &[&str]) -> Tree {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = test_dir();
         fs::create_dir(dir.path().join("models")).unwrap();
         fs::create_dir(dir.path().join("up")).unwrap();
         for t in targets {
@@ -59,6 +59,48 @@ impl Tree {
     pub fn link(&self, name: &str, text: impl AsRef<Path>) {
         symlink(text, self.l(name)).unwrap();
     }
+}
+
+/// A fresh temp dir under `LINKFARM_TEST_DIR` when set (tests/e2e/fuse.sh points it at a FUSE
+/// mount), else under the system's temp dir.
+pub fn test_dir() -> tempfile::TempDir {
+    match std::env::var_os("LINKFARM_TEST_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The capabilities of a filesystem without `renameat2` flags (SPEC §14): Linux NFS.
+pub const NFS: Caps = Caps {
+    exchange: false,
+    noreplace: false,
+    link: true,
+};
+/// CIFS: only `RENAME_NOREPLACE`.
+pub const CIFS: Caps = Caps {
+    exchange: false,
+    noreplace: true,
+    link: true,
+};
+/// Neither flags nor `link()`.
+pub const BARE: Caps = Caps {
+    exchange: false,
+    noreplace: false,
+    link: false,
+};
+
+/// A `FarmFs` for `farm`. With `LINKFARM_TEST_CAPS=nfs|cifs|bare` it uses those capabilities
+/// instead of probing, so the whole suite can run through the SPEC §14 fallbacks on any disk.
+pub fn farm_fs(farm: Farm) -> FarmFs {
+    let mut f = FarmFs::new(farm);
+    match std::env::var("LINKFARM_TEST_CAPS").as_deref() {
+        Ok("nfs") => f.set_caps(NFS),
+        Ok("cifs") => f.set_caps(CIFS),
+        Ok("bare") => f.set_caps(BARE),
+        Ok("") | Err(_) => {}
+        Ok(other) => panic!("LINKFARM_TEST_CAPS={other}: use nfs, cifs or bare"),
+    }
+    f
 }
 
 pub fn now() -> SystemTime {

@@ -1,6 +1,7 @@
 //! `linkfarm doctor` (SPEC §8): the admin guide's verification and troubleshooting steps as one
-//! command. Every check prints OK, WARN or FAIL with one line of remedy. Read-only: the doctor
-//! observes and plans, it never applies.
+//! command. Every check prints OK, WARN or FAIL with one line of remedy. The doctor observes and
+//! plans, it never applies; its one write is the SPEC §14 capability probe, made only on
+//! linkfarm's own temp names in `link_dir` and removed again.
 
 pub mod smb;
 
@@ -12,7 +13,7 @@ use linkfarm_core::{Config, FarmState, Watcher};
 use linkfarm_fs::{FarmFs, Mode};
 use serde_json::json;
 
-use crate::{daemon, load, ExitCode};
+use crate::{load, ExitCode};
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +71,12 @@ pub fn diagnose(config_path: &Path, smb_conf: &Path) -> Vec<Check> {
             out.push(check(
                 Status::Ok,
                 "config",
-                format!("{} is valid ({} farms)", c.path.display(), c.farms.len()),
+                format!(
+                    "{} is valid ({} farm{})",
+                    c.path.display(),
+                    c.farms.len(),
+                    if c.farms.len() == 1 { "" } else { "s" }
+                ),
                 "",
             ));
             c
@@ -145,17 +151,13 @@ fn farm_checks(config: &Config, farm: &linkfarm_core::Farm, out: &mut Vec<Check>
     // The "permission denied when uploading" case of the admin guide.
     if let Some(owner) = farm.owner {
         let mut bad = Vec::new();
-        let targets: Vec<PathBuf> = match farm.explicit() {
-            Some(list) => list.iter().map(|e| farm.target_dir.join(&e.target)).collect(),
-            None => std::fs::read_dir(&farm.target_dir)
-                .map(|rd| {
-                    rd.flatten()
-                        .filter(|e| e.path().is_dir())
-                        .map(|e| e.path())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        // The planner's desired set: for "*" that is the real subfolders not excluded, the same
+        // folders the daemon links.
+        let observed = linkfarm_fs::observe(farm);
+        let targets: Vec<PathBuf> = linkfarm_core::desired_pairs(farm, &observed.target)
+            .into_iter()
+            .map(|(_, t)| farm.target_dir.join(t))
+            .collect();
         for t in targets {
             if let Ok(m) = std::fs::metadata(&t) {
                 if !writable_by(&m, owner.uid, owner.gid) {
@@ -214,7 +216,8 @@ fn farm_checks(config: &Config, farm: &linkfarm_core::Farm, out: &mut Vec<Check>
             }
         }
     }
-    match daemon::network_fs(&farm.target_dir).or_else(|| daemon::network_fs(&farm.link_dir)) {
+    caps_check(&mut fs, &subject, out);
+    match linkfarm_fs::network_fs(&farm.target_dir).or_else(|| linkfarm_fs::network_fs(&farm.link_dir)) {
         Some(kind) if config.settings.watcher == Watcher::Inotify => out.push(check(
             Status::Warn,
             &subject,
@@ -231,6 +234,48 @@ fn farm_checks(config: &Config, farm: &linkfarm_core::Farm, out: &mut Vec<Check>
             "",
         )),
         None => {}
+    }
+}
+
+/// SPEC §14: what the filesystem of `link_dir` can do, which fallback the farm uses, and what
+/// window remains.
+fn caps_check(fs: &mut FarmFs, subject: &str, out: &mut Vec<Check>) {
+    if !fs.farm().link_dir.is_dir() {
+        return;
+    }
+    match fs.probe() {
+        Ok(caps) => {
+            let msg = format!(
+                "filesystem of link_dir: {caps}; fallback: {}; window: {}",
+                caps.fallback(),
+                caps.window()
+            );
+            if caps.noreplace {
+                out.push(check(Status::Ok, subject, msg, ""));
+            } else if caps.link {
+                out.push(check(
+                    Status::Warn,
+                    subject,
+                    msg,
+                    "linkfarm still never overwrites; to close the window, put link_dir and target_dir \
+                     on a filesystem with renameat2(RENAME_NOREPLACE) (local, or CIFS)",
+                ));
+            } else {
+                out.push(check(
+                    Status::Warn,
+                    subject,
+                    msg,
+                    "client-made folders and files are never adopted here: move them by hand, or put \
+                     link_dir and target_dir on a local filesystem",
+                ));
+            }
+        }
+        Err(e) => out.push(check(
+            Status::Warn,
+            subject,
+            format!("cannot probe the filesystem of link_dir (SPEC §14): {e}"),
+            "run the doctor as the user the daemon runs as (root)",
+        )),
     }
 }
 
