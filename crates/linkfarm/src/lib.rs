@@ -11,6 +11,7 @@ pub mod logging;
 pub mod oneshot;
 pub mod report;
 pub mod verify;
+pub mod worker;
 
 /// The exit codes of SPEC §7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
