@@ -10,6 +10,7 @@ pub mod lock;
 pub mod logging;
 pub mod oneshot;
 pub mod report;
+pub mod scanner;
 pub mod verify;
 pub mod worker;
 
