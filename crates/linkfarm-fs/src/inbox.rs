@@ -65,6 +65,8 @@ pub struct Walk {
     pub seen: Vec<Seen>,
     /// Empty client subfolders.
     pub empty_dirs: Vec<EmptyDir>,
+    /// Every subfolder walked (relative to `dir/<folder>`), for the daemon's watches.
+    pub dirs: Vec<PathBuf>,
     /// What could not be read (a folder replaced by a symlink is here, never followed).
     pub errors: Vec<FsError>,
 }
@@ -349,7 +351,10 @@ impl InboxFs {
                     continue;
                 }
                 match open_dir_at(fd.as_fd(), &name) {
-                    Ok(sub) => self.walk_dir(folder, sub, child, depth + 1, out),
+                    Ok(sub) => {
+                        out.dirs.push(child.clone());
+                        self.walk_dir(folder, sub, child, depth + 1, out)
+                    }
                     Err(Errno::ENOENT) => {}
                     Err(e) => out.errors.push(
                         FsError::new("open", self.path(&folder.folder, &child), e).with("not followed"),
@@ -497,6 +502,27 @@ impl InboxFs {
             fd,
             private_path,
         })
+    }
+
+    /// Whether a process has the seen file open for writing, tested in place (a read lease), so
+    /// that a file a slow writer holds is never moved. `None` when it is no longer the regular
+    /// file that was seen (the next walk sees what it is), or the test cannot be made.
+    pub fn writer_in_place(&self, seen: &Seen) -> Option<bool> {
+        let top = open_dir_at(self.dir.as_fd(), OsStr::new(&seen.folder.folder)).ok()?;
+        let mut cur = top;
+        let comps = names(&seen.rel);
+        let (name, parents) = comps.split_last()?;
+        for c in parents {
+            cur = open_dir_at(cur.as_fd(), c).ok()?;
+        }
+        let flags =
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let fd = openat(cur.as_fd(), *name, flags, Mode::empty()).ok()?;
+        let st = fstat(fd.as_fd()).ok()?;
+        if file_type(&st) != FileType::Regular || id(&st) != seen.id {
+            return None;
+        }
+        has_writer(fd.as_fd())
     }
 
     /// The taken file's stamp now, and whether a writer has it open: for
@@ -772,6 +798,30 @@ impl InboxFs {
         }
     }
 
+    /// Whether `name` exists where a file of `folder`/`rel` would go: beside it in the target
+    /// folder (`refused` false) or in the refused folder (`refused` true). A folder on the way that
+    /// does not exist yet holds nothing. For `decide`; the move itself never replaces anyway.
+    pub fn exists_at(&self, refused: bool, folder: &InboxFolder, rel: &Path, name: &OsStr) -> bool {
+        let root = if refused {
+            open_dir_path(&self.inbox.refused_dir)
+                .and_then(|r| open_dir_at(r.as_fd(), OsStr::new(&folder.folder)))
+        } else {
+            open_dir_path(&self.inbox.target_dir)
+                .and_then(|r| open_dir_at(r.as_fd(), OsStr::new(&folder.target)))
+        };
+        let Ok(mut cur) = root else { return false };
+        let comps = names(rel);
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            match open_dir_at(cur.as_fd(), c) {
+                Ok(fd) => cur = fd,
+                Err(Errno::ENOENT) => return false,
+                // Something that is not a folder is in the way: the move fails and is retried.
+                Err(_) => return true,
+            }
+        }
+        !matches!(lstat_at(cur.as_fd(), name), Err(Errno::ENOENT))
+    }
+
     /// The inbox this was opened for.
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
@@ -789,6 +839,19 @@ impl InboxFs {
             .map(|(n, _)| n)
             .collect())
     }
+}
+
+/// The extended attribute the web upload service (SPEC §13) sets on a file it writes into an
+/// inbox: the name of the signed-in user.
+pub const WEB_USER_XATTR: &str = "user.linkfarm.web_user";
+
+/// The web user a taken file was uploaded by, when the web service marked it (read through the
+/// fd; at most 256 bytes, lossy UTF-8).
+pub fn web_user(taken: &Taken) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::fgetxattr(taken.fd.as_fd(), WEB_USER_XATTR, &mut buf[..]).ok()?;
+    let v = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+    (!v.is_empty()).then_some(v)
 }
 
 /// Sets the inbox's owner (when configured) and `mode` on an open fd. As non-root (a demo), a

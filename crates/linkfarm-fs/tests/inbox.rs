@@ -460,3 +460,26 @@ fn a_subfolder_that_is_a_symlink_is_seen_as_one_and_not_entered() {
         (Path::new("sub"), FileType::Symlink)
     );
 }
+
+#[test]
+fn a_writer_is_seen_in_place_before_any_move() {
+    let t = setup("");
+    let fs_ = t.open();
+    fs::write(t.p("inbox/loras/a.safetensors"), b"x").unwrap();
+    let s = seen_named(&fs_, Path::new("a.safetensors"));
+    assert_eq!(fs_.writer_in_place(&s), Some(false));
+    let w = fs::OpenOptions::new()
+        .append(true)
+        .open(t.p("inbox/loras/a.safetensors"))
+        .unwrap();
+    assert_eq!(fs_.writer_in_place(&s), Some(true));
+    drop(w);
+    // Swapped for a FIFO: opened without blocking, and not the file seen.
+    fs::remove_file(t.p("inbox/loras/a.safetensors")).unwrap();
+    nix::unistd::mkfifo(
+        &t.p("inbox/loras/a.safetensors"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    assert_eq!(fs_.writer_in_place(&s), None);
+}

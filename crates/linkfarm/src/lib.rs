@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod doctor;
+pub mod inbox;
 pub mod load;
 pub mod lock;
 pub mod logging;

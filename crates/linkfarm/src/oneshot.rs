@@ -101,11 +101,18 @@ pub fn reconcile(config: &Config, mode: Mode, json_out: bool, is_check: bool) ->
             print!("{}", report::passes_text(&passes));
         }
     }
+    // The inboxes (SPEC §10): `check` surveys them, `apply` makes one pass over each.
+    let (inboxes_json, inbox_trouble) = crate::inbox::oneshot(config, mode == Mode::Apply, json_out);
+    failed |= inbox_trouble && mode == Mode::Apply;
+    if inbox_trouble && is_check {
+        worst = worst.max(FarmState::Conflict);
+    }
     if json_out {
         let out = json!({
             "config": config.path.to_string_lossy(),
             "dry_run": mode == Mode::DryRun,
             "farms": farms_json,
+            "inboxes": inboxes_json,
         });
         println!(
             "{}",
