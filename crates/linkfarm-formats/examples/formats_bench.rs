@@ -16,6 +16,7 @@ fn main() {
     };
     match cmd.as_str() {
         "header" => {
+            let idle = status_kib("VmRSS");
             let reps: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(100);
             let mut times = Vec::with_capacity(reps);
             let mut tensors = 0;
@@ -31,10 +32,13 @@ fn main() {
             }
             times.sort_by(f64::total_cmp);
             println!(
-                "header check: {tensors} tensors, min {:.3} ms, median {:.3} ms, max {:.3} ms ({reps} runs)",
+                "header check: {tensors} tensors, min {:.3} ms, median {:.3} ms, max {:.3} ms ({reps} runs); \
+                 peak RSS {} KiB, {} KiB before the first check",
                 times[0],
                 times[reps / 2],
-                times[reps - 1]
+                times[reps - 1],
+                status_kib("VmHWM"),
+                idle
             );
         }
         "sha256" => {
@@ -49,4 +53,16 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// A `/proc/self/status` figure in KiB (`VmRSS`, `VmHWM`), 0 when unreadable.
+fn status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
 }

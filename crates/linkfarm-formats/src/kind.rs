@@ -110,37 +110,53 @@ impl KindGuess {
     }
 }
 
-const LORA_MARKS: &[&str] = &[
-    "lora_up",
-    "lora_down",
-    "lora_a",
-    "lora_b",
-    "lora.up",
-    "lora.down",
-    "hada_w",
-    "hada_t",
-    "lokr_w",
-    "lokr_t",
-    "oft_blocks",
-    "oft_diag",
-    ".diff_b",
-    "lora_unet_",
-    "lora_te",
-    "lora_mid",
-    ".alpha",
-    ".dora_scale",
-];
-const CONTROLNET_MARKS: &[&str] = &[
-    "control_model.",
-    "input_hint_block.",
-    "zero_convs.",
-    "middle_block_out.",
-    "controlnet_cond_embedding.",
-    "controlnet_down_blocks.",
-    "controlnet_mid_block.",
-    "controlnet_blocks.",
-    "controlnet_x_embedder",
-];
+// Marks are whole dot-separated segments of a lowercased name (or their prefixes), compared
+// segment by segment: substring searches over thousands of names were most of a header check.
+
+/// `lora_down`, `lora_a`, `lora` (diffusers' `lora.up`), kohya's `lora_unet_*`/`lora_te_*`,
+/// LyCORIS `hada_*`, `lokr_*`, `oft_*`, and `alpha`, `diff_b`, `dora_scale`.
+fn lora_segment(seg: &str) -> bool {
+    seg == "lora"
+        || ["lora_", "hada_", "lokr_", "oft_"]
+            .iter()
+            .any(|p| seg.starts_with(p))
+        || matches!(seg, "alpha" | "diff_b" | "dora_scale")
+}
+
+/// ControlNet's own blocks (original and diffusers/Flux names).
+fn controlnet_segment(seg: &str) -> bool {
+    matches!(
+        seg,
+        "control_model" | "input_hint_block" | "zero_convs" | "middle_block_out"
+    ) || seg.starts_with("controlnet_")
+}
+
+/// ESRGAN, Real-ESRGAN, SwinIR and HAT layer names.
+fn upscaler_segment(seg: &str) -> bool {
+    matches!(
+        seg,
+        "conv_first"
+            | "rrdb_trunk"
+            | "trunk_conv"
+            | "upconv1"
+            | "upconv2"
+            | "hrconv"
+            | "conv_last"
+            | "conv_body"
+            | "conv_up1"
+            | "conv_up2"
+            | "conv_hr"
+            | "conv_after_body"
+            | "residual_group"
+            | "conv_before_upsample"
+            | "upsample"
+    )
+}
+
+fn any_segment(n: &str, pred: fn(&str) -> bool) -> bool {
+    n.split('.').any(pred)
+}
+
 const UNET_PREFIXES: &[&str] = &[
     "model.diffusion_model.",
     "input_blocks.",
@@ -203,24 +219,6 @@ const TE_PREFIXES: &[&str] = &[
     "layers.",
     "norm.",
 ];
-const UPSCALER_MARKS: &[&str] = &[
-    "conv_first.",
-    "rrdb_trunk.",
-    "trunk_conv.",
-    "upconv1.",
-    "upconv2.",
-    "hrconv.",
-    "conv_last.",
-    "conv_body.",
-    "conv_up1.",
-    "conv_up2.",
-    "conv_hr.",
-    "conv_after_body.",
-    "residual_group",
-    "conv_before_upsample.",
-    "upsample.",
-];
-
 fn share(names: &[String], pred: impl Fn(&str) -> bool) -> f64 {
     if names.is_empty() {
         return 0.0;
@@ -257,7 +255,7 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str>) -> KindGuess {
     if names.is_empty() {
         return guess(Kind::Unknown, 0.0);
     }
-    let lora = share(&names, |n| LORA_MARKS.iter().any(|m| n.contains(m)));
+    let lora = share(&names, |n| any_segment(n, lora_segment));
     if lora >= 0.5 {
         return guess(Kind::Lora, lora);
     }
@@ -267,15 +265,11 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str>) -> KindGuess {
     if emb == 1.0 && names.len() <= 4 {
         return guess(Kind::Embedding, emb);
     }
-    let cn = share(&names, |n| CONTROLNET_MARKS.iter().any(|m| n.contains(m)));
-    if cn > 0.0
-        && names
-            .iter()
-            .any(|n| CONTROLNET_MARKS.iter().any(|m| n.starts_with(m)))
-    {
+    let first_segment = |n: &str| n.split('.').next().is_some_and(controlnet_segment);
+    if names.iter().any(|n| first_segment(n)) {
         // A ControlNet is a UNet copy plus its own blocks: its marks are on a minority of names.
         let cnet = share(&names, |n| {
-            CONTROLNET_MARKS.iter().any(|m| n.contains(m)) || any_prefix(n, UNET_PREFIXES)
+            any_segment(n, controlnet_segment) || any_prefix(n, UNET_PREFIXES)
         });
         return guess(Kind::ControlNet, cnet);
     }
@@ -314,9 +308,7 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str>) -> KindGuess {
         return guess(Kind::Vae, vae_share);
     }
     let ups = share(&names, |n| {
-        UPSCALER_MARKS
-            .iter()
-            .any(|m| n.starts_with(m) || n.contains(&format!(".{m}")))
+        any_segment(n, upscaler_segment)
             || n.starts_with("body.")
             || (n.starts_with("model.") && n.as_bytes().get(6).is_some_and(u8::is_ascii_digit))
     });

@@ -1,6 +1,7 @@
 //! safetensors: the header checked under the format's own rules, through the official
-//! `safetensors` crate's header type ([`safetensors::tensor::Metadata`], whose deserializer
-//! validates dtypes, shapes against byte lengths, and offsets contiguous from 0), plus the one rule
+//! `safetensors` crate's header types ([`TensorInfo`] with its `Dtype`, and
+//! [`safetensors::tensor::Metadata::new`], which validates shapes against byte lengths and offsets
+//! contiguous from 0), plus the one rule
 //! that needs the file's length: exactly `8 + header + data` bytes. That rule is what catches a
 //! truncated upload (ComfyUI's "MetadataIncompleteBuffer").
 //!
@@ -9,7 +10,10 @@
 
 use std::io::{Read, Seek};
 
-use ::safetensors::tensor::Metadata;
+use std::collections::{HashMap, HashSet};
+
+use ::safetensors::tensor::{Metadata, TensorInfo};
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 
 use crate::{io_refusal, util, Refusal};
 
@@ -46,6 +50,48 @@ pub struct Header {
     pub metadata: Vec<(String, String)>,
 }
 
+/// The header as the JSON has it, in the `safetensors` crate's types: `__metadata__` and one
+/// [`TensorInfo`] per name. Read with a map visitor instead of the crate's `#[serde(flatten)]`
+/// helper, which first buffers the whole header as generic values: for a 2,000-tensor checkpoint
+/// that was most of the check's time. A name given twice is refused (serde's map would keep the
+/// last silently).
+struct RawHeader {
+    metadata: Option<HashMap<String, String>>,
+    tensors: Vec<(String, TensorInfo)>,
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensors")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+                let mut out = RawHeader {
+                    metadata: None,
+                    tensors: Vec::new(),
+                };
+                let mut seen = HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(A::Error::custom(format!("the name {key:?} appears twice")));
+                    }
+                    if key == "__metadata__" {
+                        out.metadata = Some(map.next_value()?);
+                    } else {
+                        let info: TensorInfo = map.next_value()?;
+                        out.tensors.push((key, info));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Checks a safetensors file of `size` bytes whose start `input` is positioned at.
 pub fn check<R: Read + Seek>(input: &mut R, size: u64) -> Result<Header, Refusal> {
     if size < 8 {
@@ -70,13 +116,19 @@ pub fn check<R: Read + Seek>(input: &mut R, size: u64) -> Result<Header, Refusal
         )));
     }
     let bytes = util::read_exact_vec(input, header_len).map_err(|e| io_refusal(e, "the header"))?;
-    let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
+    let not_valid = |e: &dyn std::fmt::Display| {
         Refusal::corrupt(format!(
             "the header is not a valid safetensors header ({e}). The file is damaged or not \
              safetensors; re-export or upload it again."
         ))
-    })?;
+    };
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|e| not_valid(&e))?;
     drop(bytes);
+    let mut entries = raw.tensors;
+    entries.sort_by_key(|(_, info)| info.data_offsets);
+    // Metadata::new is the crate's own validation (offsets contiguous from 0, shape x dtype ==
+    // byte length), the same that its deserializer runs.
+    let metadata = Metadata::new(raw.metadata, entries).map_err(|e| not_valid(&e))?;
     let data_len = metadata.data_len() as u64;
     let expected = 8 + header_len + data_len;
     if expected != size {
@@ -193,6 +245,8 @@ pub(crate) mod tests {
 
     #[test]
     fn overlapping_offsets_unknown_dtypes_and_wrong_sizes_are_corrupt() {
+        // Each header describes 12 bytes of data where its data is valid at all, so the length
+        // rule is not what refuses it.
         for h in [
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
             r#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#,
@@ -201,6 +255,9 @@ pub(crate) mod tests {
             r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
             r#"not json"#,
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#,
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            r#"["a"]"#,
+            r#"{"__metadata__":{"a":1},"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}}"#,
         ] {
             let r = run(&file(h, 12)).unwrap_err();
             assert_eq!(r.reason, Reason::Corrupt, "{h}");
