@@ -20,8 +20,13 @@ pub fn validate(config: &Config) -> ExitCode {
         .iter()
         .filter_map(|f| f.explicit().map(<[_]>::len))
         .sum();
+    let inboxes = match config.inboxes.len() {
+        0 => String::new(),
+        1 => ", 1 inbox".into(),
+        n => format!(", {n} inboxes"),
+    };
     println!(
-        "{}: valid ({} farm{}, {} explicit link{})",
+        "{}: valid ({} farm{}{inboxes}, {} explicit link{})",
         config.path.display(),
         config.farms.len(),
         if config.farms.len() == 1 { "" } else { "s" },
