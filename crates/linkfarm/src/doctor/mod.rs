@@ -3,6 +3,7 @@
 //! plans, it never applies; its one write is the SPEC §14 capability probe, made only on
 //! linkfarm's own temp names in `link_dir` and removed again.
 
+mod inbox;
 pub mod smb;
 
 use std::os::unix::fs::MetadataExt;
@@ -95,6 +96,7 @@ pub fn diagnose(config_path: &Path, smb_conf: &Path) -> Vec<Check> {
     for farm in &config.farms {
         farm_checks(&config, farm, &mut out);
     }
+    inbox::inbox_checks(&config, &mut out);
     inotify_checks(&config, &mut out);
     samba_checks(&config, smb_conf, &mut out);
     out
@@ -365,6 +367,7 @@ fn samba_checks(config: &Config, smb_conf: &Path, out: &mut Vec<Check>) {
             return;
         }
     };
+    inbox::inbox_share_checks(config, &conf, out);
     let shares = conf.shares();
     for farm in &config.farms {
         let serving: Vec<&(String, PathBuf)> = shares
