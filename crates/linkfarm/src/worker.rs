@@ -312,6 +312,10 @@ fn confine(user: &str, memory: u64, cpu_seconds: u64) -> Result<(), String> {
     let set = |r: Resource, v: u64, what: &str| setrlimit(r, v, v).map_err(|e| format!("{what}: {e}"));
     set(Resource::RLIMIT_AS, memory, "RLIMIT_AS")?;
     set(Resource::RLIMIT_CPU, cpu_seconds, "RLIMIT_CPU")?;
+    // The same limit in wall-clock time, which the worker keeps itself (SIGALRM ends it): under
+    // the shipped systemd unit the daemon has no CAP_KILL, so it cannot kill a process that
+    // now belongs to nobody. The daemon's own kill stays as the backstop where it can.
+    nix::unistd::alarm::set(u32::try_from(cpu_seconds).unwrap_or(u32::MAX).max(1));
     // It writes nothing but its answer to a pipe, and opens nothing.
     set(Resource::RLIMIT_FSIZE, 0, "RLIMIT_FSIZE")?;
     set(Resource::RLIMIT_NOFILE, 8, "RLIMIT_NOFILE")?;
