@@ -343,3 +343,22 @@ fn status_shows_the_inboxes_of_the_running_daemon() {
     );
     assert!(out.contains("accept loras/a.safetensors (valid)"), "{out}");
 }
+
+#[test]
+fn the_web_user_the_upload_service_marked_is_recorded() {
+    let d = Daemon::start("1s");
+    let tmp = d.p("inbox/loras/.web-upload");
+    fs::write(&tmp, safetensors(&["x"])).unwrap();
+    // What `linkfarm web` does (SPEC §13): the signed-in user in an xattr, then the final name.
+    rustix::fs::setxattr(
+        &tmp,
+        "user.linkfarm.web_user",
+        b"alice",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    fs::rename(&tmp, d.p("inbox/loras/from-web.safetensors")).unwrap();
+    wait_for("the log line", 30, || !d.log().is_empty());
+    assert_eq!(d.log()[0]["web_user"], "alice");
+    assert_eq!(d.log()[0]["action"], "accept");
+}
