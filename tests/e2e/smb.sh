@@ -3,8 +3,12 @@
 # of the cw layout as ki_Daten, `linkfarm run` keeps its links, and smbclient does what clients
 # do, right and wrong. Prints one PASS/FAIL line per assertion; ends with an inventory proving no
 # uploaded file was lost except where the documented deltree hazard is shown on purpose.
+# Then the guarded uploads of SPEC §10 through an inbox share: accepted within settle + 1 s with
+# an equal checksum, a slow writer never moved, a truncated file and an existing name refused with
+# a .why.txt read back over SMB, and a real clamd (a signature database the test writes) refusing
+# a signed file.
 #
-# Needs root. Installs samba, smbclient and samba-vfs-modules when missing.
+# Needs root. Installs samba, smbclient, samba-vfs-modules and clamav-daemon when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/e2e/lib.sh
@@ -12,15 +16,18 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "needs root"; exit 1; }
 need_packages smbd:samba smbclient:smbclient testparm:samba-common-bin
 dpkg -s samba-vfs-modules >/dev/null 2>&1 || need_packages __none__:samba-vfs-modules
+need_packages clamd:clamav-daemon clamdscan:clamav-daemon python3:python3
 
 t0=$SECONDS
 T=$(mktemp -d)
 chmod 755 "$T"
 SMBD_PID=
 LF_PID=
+CLAMD_PID=
 cleanup() {
     set +e
     [ -n "$SMBD_PID" ] && kill "$SMBD_PID" 2>/dev/null && wait "$SMBD_PID" 2>/dev/null
+    [ -n "$CLAMD_PID" ] && kill "$CLAMD_PID" 2>/dev/null
     [ -n "$LF_PID" ] && kill -CONT "$LF_PID" 2>/dev/null; [ -n "$LF_PID" ] && kill "$LF_PID" 2>/dev/null
     wait 2>/dev/null
     rm -rf "$T"
@@ -38,8 +45,41 @@ for t in $TYPES; do mkdir -p "$MODELS/$t"; done
 mkdir -p "$SHARE/storage-user"
 chown -R lfsmb:lfsmb "$SHARE"
 
+# --- clamd with a signature database the test writes (no freshclam, no internet) ------------------
+mkst() { # mkst FILE NBYTES: a valid safetensors holding one U8 tensor of NBYTES random bytes
+    python3 - "$1" "$2" <<'PY'
+import json, os, struct, sys
+path, n = sys.argv[1], int(sys.argv[2])
+header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(header)) + header + os.urandom(n))
+PY
+}
+mkdir -p "$T/src" "$T/clamdb"
+mkst "$T/src/signed.safetensors" 5000
+printf '%s:%s:Linkfarm.Test.Signed\n' "$(md5sum <"$T/src/signed.safetensors" | awk '{print $1}')" \
+    "$(stat -c %s "$T/src/signed.safetensors")" >"$T/clamdb/linkfarm-test.hdb"
+# clamd binds its socket after dropping to the clamav user: a folder of its own.
+mkdir -p "$T/clamd-run"
+chown clamav "$T/clamd-run"
+cat >"$T/clamd.conf" <<EOF
+LocalSocket $T/clamd-run/clamd.sock
+LocalSocketMode 666
+DatabaseDirectory $T/clamdb
+Foreground yes
+User clamav
+EOF
+chmod 755 "$T/clamdb"
+chmod 644 "$T/clamdb/linkfarm-test.hdb"
+clamd --config-file="$T/clamd.conf" >"$T/clamd.out" 2>&1 &
+CLAMD_PID=$!
+clamd_ready() { clamdscan --config-file="$T/clamd.conf" --fdpass --no-summary "$T/clamd.conf" >/dev/null 2>&1; }
+wait_until 60 clamd_ready || { cat "$T/clamd.out"; exit 1; }
+echo "clamd ready after $((SECONDS - t0)) s"
+
 # --- linkfarm ----------------------------------------------------------------------------------------
-cat >"$T/linkfarm.yaml" <<EOF
+INBOX=$SHARE/storage-user/models-inbox
+cat >"$T/farm-only.yaml" <<EOF
 version: 1
 farms:
   - name: models-upload
@@ -48,12 +88,33 @@ farms:
     entries: [$(echo $TYPES | sed 's/ /, /g')]
     owner: "lfsmb:lfsmb"
 settings:
+  state_file: state.json
+EOF
+cat >"$T/linkfarm.yaml" <<EOF
+version: 1
+farms:
+  - name: models-upload
+    target_dir: cw/storage-models/models
+    link_dir: cw/storage-user/models-upload
+    entries: [$(echo $TYPES | sed 's/ /, /g')]
+    owner: "lfsmb:lfsmb"
+inboxes:
+  - name: models-inbox
+    dir: cw/storage-user/models-inbox
+    target_dir: cw/storage-models/models
+    folders: [loras, vae, checkpoints]
+    settle: 2s
+    owner: "lfsmb:lfsmb"
+    scanner: [clamdscan, "--config-file=$T/clamd.conf", --fdpass, --no-summary, "{}"]
+settings:
   adopt_after: 1s
   state_file: state.json
+  upload_log: uploads.jsonl
 EOF
 "$LF" run -c "$T/linkfarm.yaml" 2>"$T/linkfarm.log" &
 LF_PID=$!
 wait_until 10 test -L "$UP/diffusion_models" || { cat "$T/linkfarm.log"; exit 1; }
+wait_until 10 test -d "$INBOX/loras" || { cat "$T/linkfarm.log"; exit 1; }
 
 # --- smbd ----------------------------------------------------------------------------------------------
 PORT=$((20000 + RANDOM % 20000))
@@ -90,6 +151,11 @@ cat >"$T/smb.conf" <<EOF
     recycle:repository = .recycle
     recycle:keeptree = yes
     recycle:versions = yes
+[models-inbox]
+    path = $INBOX
+    read only = no
+    hide unreadable = yes
+    veto files = /.linkfarm-*/
 EOF
 check "testparm accepts the test's smb.conf" testparm -s "$T/smb.conf" >/dev/null 2>&1
 printf 'pw\npw\n' | smbpasswd -c "$T/smb.conf" -a -s lfsmb >/dev/null
@@ -104,7 +170,6 @@ wait_until 10 ready || { cat "$T/smbd.out"; exit 1; }
 echo "smbd ready on port $PORT after $((SECONDS - t0)) s"
 
 # Every upload is recorded: sha256 and name. Expected losses are listed separately.
-mkdir -p "$T/src"
 : >"$T/uploaded.sha"
 : >"$T/expected-lost.sha"
 upload() { # upload SHARE DIR NAME: a fresh random file put through SMB into DIR
@@ -184,6 +249,84 @@ check "documented hazard shown: deltree without recycle deleted the real vae fil
     test ! -e "$MODELS/vae/vae-model.safetensors"
 check "and linkfarm restores the vae link" wait_until 5 test -L "$UP/vae"
 
+# --- guarded uploads: an inbox (SPEC §10) --------------------------------------------------------
+SETTLE=2
+record() { sha256sum "$T/src/$1" | awk -v n="$1" '{print $1, n}' >>"$T/uploaded.sha"; }
+same_sum() { [ "$(sha256sum <"$1" | awk '{print $1}')" = "$(sha256sum <"$2" | awk '{print $1}')" ]; }
+now() { date +%s.%N; }
+
+mkst "$T/src/good.safetensors" 300000
+record good.safetensors
+out=$(smb models-inbox "cd loras; put $T/src/good.safetensors good.safetensors")
+put_done=$(now)
+check "put into the inbox's loras folder succeeds over SMB" no_error "$out"
+accepted() { test -f "$MODELS/loras/good.safetensors" && same_sum "$MODELS/loras/good.safetensors" "$T/src/good.safetensors"; }
+wait_until 15 accepted || true
+took=$(awk -v a="$put_done" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}')
+check "accepted into the real loras folder with an equal checksum" accepted
+check "within settle + 1 s: ${took} s after the put returned (settle ${SETTLE} s)" \
+    awk -v t="$took" -v s="$SETTLE" 'BEGIN {exit !(t <= s + 1)}'
+check "and gone from the inbox" test ! -e "$INBOX/loras/good.safetensors"
+check "owned as configured (lfsmb), mode 644" test "$(stat -c %U:%a "$MODELS/loras/good.safetensors")" = lfsmb:644
+check "the upload log has the accept with its sha256" \
+    grep -q "\"action\":\"accept\".*\"sha256\":\"$(sha256sum <"$T/src/good.safetensors" | awk '{print $1}')\"" "$T/uploads.jsonl"
+
+# A slow writer: holds the file open and writes a chunk every second for 6 s (3 x settle).
+mkst "$T/src/slow.safetensors" 6000
+record slow.safetensors
+python3 - "$T/src/slow.safetensors" "$INBOX/loras/slow.safetensors" <<'PY' &
+import sys, time
+data = open(sys.argv[1], "rb").read()
+with open(sys.argv[2], "wb") as f:
+    step = len(data) // 6 + 1
+    for i in range(0, len(data), step):
+        f.write(data[i:i + step]); f.flush(); time.sleep(1)
+PY
+WRITER=$!
+wait_until 10 test -e "$INBOX/loras/slow.safetensors"
+moved=no
+while kill -0 "$WRITER" 2>/dev/null; do
+    [ -e "$INBOX/loras/slow.safetensors" ] || moved=yes
+    [ -e "$MODELS/loras/slow.safetensors" ] && moved=yes
+    sleep 0.05
+done
+wait "$WRITER"
+check "a slow writer (a chunk a second for 3 x settle) is never moved while it writes" test "$moved" = no
+check "and is accepted once it closed the file, whole" \
+    wait_until $((SETTLE + 5)) bash -c "test -f '$MODELS/loras/slow.safetensors' && cmp -s '$MODELS/loras/slow.safetensors' '$T/src/slow.safetensors'"
+
+# A truncated upload: refused, with a reason the client reads back over SMB.
+mkst "$T/src/cut.safetensors" 20000
+truncate -s -1000 "$T/src/cut.safetensors"
+record cut.safetensors
+smb models-inbox "cd vae; put $T/src/cut.safetensors cut.safetensors" >/dev/null
+check "a truncated safetensors is refused into _refused/vae" wait_until $((SETTLE + 5)) test -f "$INBOX/_refused/vae/cut.safetensors.why.txt"
+smb models-inbox "get _refused/vae/cut.safetensors.why.txt $T/cut.why.txt" >/dev/null
+check "its .why.txt, read back with smbclient get, says it is truncated" grep -q "truncated" "$T/cut.why.txt"
+check "the refused file is kept whole" same_sum "$INBOX/_refused/vae/cut.safetensors" "$T/src/cut.safetensors"
+check "nothing reached the real vae folder" test ! -e "$MODELS/vae/cut.safetensors"
+
+# A name that exists in the target is not overwritten.
+mkst "$T/src/exists.safetensors" 1000
+mkst "$MODELS/checkpoints/exists.safetensors" 1000
+cp "$MODELS/checkpoints/exists.safetensors" "$T/src/exists-original.safetensors"
+record exists.safetensors
+record exists-original.safetensors
+smb models-inbox "cd checkpoints; put $T/src/exists.safetensors exists.safetensors" >/dev/null
+check "an upload named like an existing model is refused" wait_until $((SETTLE + 5)) test -f "$INBOX/_refused/checkpoints/exists.safetensors.why.txt"
+check "the existing model is not overwritten" same_sum "$MODELS/checkpoints/exists.safetensors" "$T/src/exists-original.safetensors"
+check "the reason says a model of that name exists" grep -q "a model of that name exists" "$INBOX/_refused/checkpoints/exists.safetensors.why.txt"
+
+# ClamAV: the file whose signature the test wrote is refused with clamd's verdict.
+record signed.safetensors
+smb models-inbox "cd loras; put $T/src/signed.safetensors signed.safetensors" >/dev/null
+check "clamd's signature refuses the signed file" wait_until $((SETTLE + 10)) test -f "$INBOX/_refused/loras/signed.safetensors.why.txt"
+smb models-inbox "get _refused/loras/signed.safetensors.why.txt $T/signed.why.txt" >/dev/null
+check "its .why.txt carries ClamAV's verdict" grep -q "Linkfarm.Test.Signed.UNOFFICIAL FOUND" "$T/signed.why.txt"
+check "the upload log records reason scanner" grep -q '"file":"signed.safetensors".*"reason":"scanner"' "$T/uploads.jsonl"
+check "every decision is logged with its inbox, action and reason" \
+    bash -c "[ \$(grep -c 'inbox=models-inbox.*action=' '$T/linkfarm.log') -ge 5 ]"
+
 # --- inventory: nothing else lost ------------------------------------------------------------------
 find "$SHARE" -type f -exec sha256sum {} + | awk '{print $1}' | sort -u >"$T/present"
 lost=$(awk '{print $1}' "$T/uploaded.sha" | sort -u | comm -23 - "$T/present" | comm -23 - <(awk '{print $1}' "$T/expected-lost.sha" | sort -u) | wc -l)
@@ -191,7 +334,7 @@ check "no uploaded file lost ($(wc -l <"$T/uploaded.sha") uploads; $lost lost ou
 check "linkfarm reports the farm converged" bash -c "'$LF' -c '$T/linkfarm.yaml' status | grep -q 'converged (8/8'"
 
 # --- the doctor on real Samba configs --------------------------------------------------------------
-doctor() { "$LF" -c "$T/linkfarm.yaml" doctor --smb-conf "$1" 2>&1 || true; }
+doctor() { "$LF" -c "$T/farm-only.yaml" doctor --smb-conf "$1" 2>&1 || true; }
 out=$(doctor "$T/smb.conf")
 check "doctor: the test shares pass (no FAIL)" has "$out" " 0 FAIL"
 check "doctor: warns that ki_Daten lacks the recycle VFS" has "$out" "WARN  samba [ki_Daten]: no recycle VFS"
@@ -203,7 +346,13 @@ check "doctor on the admin guide's smb.conf: wide links not needed, read only bl
 sed "s|/vol/service/cw|$SHARE|" examples/smb.conf >"$T/example.conf"
 check "examples/smb.conf passes testparm" testparm -s "$T/example.conf" >/dev/null 2>&1
 out=$(doctor "$T/example.conf")
+grep -E '^(WARN|FAIL)' <<<"$out" | sed 's/^/    doctor on examples\/smb.conf: /' || true
 check "examples/smb.conf passes the doctor (no WARN, no FAIL)" has "$out" "0 WARN, 0 FAIL"
+out=$("$LF" -c "$T/linkfarm.yaml" doctor --smb-conf "$T/example.conf" 2>&1 || true)
+check "doctor with the inbox: same filesystem, clamdscan runnable, inbox share writable, no FAIL" \
+    has "$out" "are on one filesystem" "is runnable" "clients can drop files into inbox models-inbox" " 0 FAIL"
+check "doctor with the inbox: warns that [ki_Daten] lets clients write the models around it" \
+    has "$out" "WARN  samba [ki_Daten]: clients can write the model folders"
 
 echo "total $((SECONDS - t0)) s"
 summary

@@ -98,7 +98,9 @@ ct dpkg -i /mnt/deb/linkfarm.deb >/dev/null
 check "the package installs the unit, disabled" test "$(ct systemctl is-enabled linkfarm || true)" = disabled
 check "systemd-analyze verify is clean" test -z "$(ct systemd-analyze verify /lib/systemd/system/linkfarm.service 2>&1 | grep -v 'Unit.*not found' || true)"
 exposure=$(ct systemd-analyze security linkfarm.service 2>/dev/null | awk '/Overall exposure level/{print $(NF-2)}')
-check "sandbox exposure $exposure <= 1.5" awk -v e="$exposure" 'BEGIN{exit !(e <= 1.5 && e > 0)}'
+# 1.4 before inboxes; their check worker needs setuid/setgid/setrlimit and CAP_SETUID, CAP_SETGID
+# and CAP_LEASE (see the unit), which systemd-analyze weighs at +0.2.
+check "sandbox exposure $exposure <= 1.6" awk -v e="$exposure" 'BEGIN{exit !(e <= 1.6 && e > 0)}'
 
 # The admin guide's tree; the watchdog made short for the test.
 ct bash -c 'mkdir -p /vol/service/cw/storage-user /vol/service/cw/storage-models/models/{checkpoints,loras,vae,controlnet,upscale_models,embeddings,clip,diffusion_models}'

@@ -21,6 +21,9 @@ use crate::spec::{Config, Entries, Entry, Farm, LinkStyle, OnConflict, Owner, Se
 use crate::time::parse_duration;
 use crate::TEMP_PREFIX;
 
+mod inbox;
+pub use inbox::{parse_size, DEFAULT_EXCLUDE};
+
 /// Resolves user and group names to ids (the binary implements it with the system databases).
 pub trait IdLookup {
     /// The uid of user `name`, if it exists.
@@ -136,17 +139,13 @@ impl<'de> Deserialize<'de> for Scalar {
 struct RawConfig {
     version: Option<Spanned<Scalar>>,
     farms: Option<Spanned<Vec<Spanned<RawFarm>>>>,
+    inboxes: Option<Spanned<Vec<Spanned<inbox::RawInbox>>>>,
     #[serde(default)]
     settings: Option<RawSettings>,
     /// `linkfarm web`'s section: its keys are checked here, its values by [`crate::web::parse_web`].
     #[serde(default)]
     #[allow(dead_code)]
     web: Option<crate::web::RawWeb>,
-    /// Accepted so that `linkfarm web` can read SPEC §10's section before the inbox branch lands;
-    /// that branch's validated `inboxes` field replaces this line when they are merged.
-    #[serde(default)]
-    #[allow(dead_code)]
-    inboxes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -175,10 +174,7 @@ struct RawSettings {
     poll_interval: Option<Spanned<Scalar>>,
     state_file: Option<Spanned<String>>,
     metrics_file: Option<Spanned<String>>,
-    /// SPEC §10's upload log, read by `linkfarm web` before the inbox branch lands; that branch's
-    /// validated field replaces this line when they are merged.
-    #[allow(dead_code)]
-    upload_log: Option<serde::de::IgnoredAny>,
+    upload_log: Option<Spanned<String>>,
 }
 
 /// `entries:` is either the string `"*"` or a list; written by hand so that the list items keep
@@ -334,13 +330,18 @@ fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, C
 
     let mut farms = Vec::new();
     let mut names: HashMap<String, Location> = HashMap::new();
+    // A config may hold only inboxes; then `farms` may be missing or empty.
+    let has_inboxes = raw.inboxes.as_ref().is_some_and(|l| !l.value.is_empty());
     match raw.farms {
+        None if has_inboxes => {}
         None => d.0.push(Diagnostic {
             line: 1,
             column: 1,
             message: "missing `farms`".into(),
-            hint: "add a `farms:` list with at least one farm (see examples/cw.yaml)".into(),
+            hint: "add a `farms:` list with at least one farm (see examples/cw.yaml), or an `inboxes:` list"
+                .into(),
         }),
+        Some(list) if list.value.is_empty() && has_inboxes => {}
         Some(list) if list.value.is_empty() => d.at(
             list.referenced,
             "`farms` is empty",
@@ -368,11 +369,23 @@ fn validate(raw: RawConfig, file: &Path, ids: &dyn IdLookup) -> Result<Config, C
     }
     check_overlaps(&farms, &mut d);
     share_link_dirs(&mut farms);
+    if let Some(list) = &raw.inboxes {
+        if list.value.is_empty() {
+            d.at(
+                list.referenced,
+                "`inboxes` is empty",
+                "add an inbox (see examples/cw-inbox.yaml), or remove the key",
+            );
+        }
+    }
+    let raw_inboxes = raw.inboxes.map(|l| l.value).unwrap_or_default();
+    let inboxes = inbox::validate_inboxes(raw_inboxes, base, ids, &farms, &mut d);
 
     if d.0.is_empty() {
         Ok(Config {
             path: file.to_owned(),
             farms: farms.into_iter().map(|(_, f)| f).collect(),
+            inboxes,
             settings,
         })
     } else {
@@ -461,6 +474,17 @@ fn validate_settings(raw: RawSettings, base: &Path, d: &mut Diags) -> Settings {
             );
         } else {
             s.metrics_file = Some(absolutize(base, Path::new(&p.value)));
+        }
+    }
+    if let Some(p) = &raw.upload_log {
+        if p.value.is_empty() || p.value.contains('\0') {
+            d.at(
+                p.referenced,
+                "`upload_log` is empty or contains NUL",
+                "write a path such as /var/lib/linkfarm/uploads.jsonl",
+            );
+        } else {
+            s.upload_log = absolutize(base, Path::new(&p.value));
         }
     }
     s

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod inbox;
 pub mod names;
 pub mod observe;
 pub mod paths;

@@ -15,6 +15,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The farms, in file order.
     pub farms: Vec<Farm>,
+    /// The inboxes (SPEC §10), in file order.
+    pub inboxes: Vec<crate::inbox::Inbox>,
     /// Daemon-wide settings.
     pub settings: Settings,
 }
@@ -132,6 +134,8 @@ pub struct Settings {
     /// Where the daemon writes Prometheus metrics for node exporter's textfile collector
     /// (SPEC §12); `None` (the default) writes none.
     pub metrics_file: Option<PathBuf>,
+    /// Where every inbox decision is appended as one JSON line.
+    pub upload_log: PathBuf,
 }
 
 impl Default for Settings {
@@ -143,6 +147,7 @@ impl Default for Settings {
             poll_interval: Duration::from_secs(30),
             state_file: PathBuf::from("/run/linkfarm/state.json"),
             metrics_file: None,
+            upload_log: PathBuf::from("/var/lib/linkfarm/uploads.jsonl"),
         }
     }
 }

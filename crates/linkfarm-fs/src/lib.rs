@@ -11,6 +11,7 @@
 //! an error that stops the caller.
 
 mod error;
+pub mod inbox;
 mod netfs;
 mod observe;
 mod ops;

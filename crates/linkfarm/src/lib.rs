@@ -5,13 +5,16 @@
 pub mod cli;
 pub mod daemon;
 pub mod doctor;
+pub mod inbox;
 pub mod load;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
 pub mod report;
+pub mod scanner;
 pub mod verify;
+pub mod worker;
 
 /// The exit codes of SPEC §7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

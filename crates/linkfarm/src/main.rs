@@ -6,6 +6,11 @@ use linkfarm::{daemon, doctor, load, logging, oneshot, verify, ExitCode};
 use linkfarm_fs::Mode;
 
 fn main() -> std::process::ExitCode {
+    // The inbox's unprivileged check worker (SPEC §10): before anything else, and not a CLI
+    // command a person runs.
+    if let Some(code) = linkfarm::worker::main_if_worker() {
+        return std::process::ExitCode::from(code);
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate => match load::load(&cli.config) {

@@ -18,8 +18,13 @@ pub fn validate(config: &Config) -> ExitCode {
         .iter()
         .filter_map(|f| f.explicit().map(<[_]>::len))
         .sum();
+    let inboxes = match config.inboxes.len() {
+        0 => String::new(),
+        1 => ", 1 inbox".into(),
+        n => format!(", {n} inboxes"),
+    };
     println!(
-        "{}: valid ({} farm{}, {} explicit link{})",
+        "{}: valid ({} farm{}{inboxes}, {} explicit link{})",
         config.path.display(),
         config.farms.len(),
         if config.farms.len() == 1 { "" } else { "s" },
@@ -82,11 +87,18 @@ pub fn reconcile(config: &Config, mode: Mode, json_out: bool, is_check: bool) ->
             print!("{}", report::applied_text(results, last));
         }
     }
+    // The inboxes (SPEC §10): `check` surveys them, `apply` makes one pass over each.
+    let (inboxes_json, inbox_trouble) = crate::inbox::oneshot(config, mode == Mode::Apply, json_out);
+    failed |= inbox_trouble && mode == Mode::Apply;
+    if inbox_trouble && is_check {
+        worst = worst.max(FarmState::Conflict);
+    }
     if json_out {
         let out = json!({
             "config": config.path.to_string_lossy(),
             "dry_run": mode == Mode::DryRun,
             "farms": farms_json,
+            "inboxes": inboxes_json,
         });
         println!(
             "{}",

@@ -34,10 +34,11 @@ struct Checked {
     sha256: Option<hash::Sha256Digest>,
 }
 
-/// The directories verified when no PATH is given: every farm's `target_dir`. (Inboxes'
-/// `target_dir`s join here once the config has inboxes; SPEC §11 names both.)
+/// The directories verified when no PATH is given: every farm's and inbox's `target_dir`.
 pub fn default_roots(config: &Config) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = config.farms.iter().map(|f| f.target_dir.clone()).collect();
+    let farms = config.farms.iter().map(|f| f.target_dir.clone());
+    let inboxes = config.inboxes.iter().map(|i| i.target_dir.clone());
+    let mut roots: Vec<PathBuf> = farms.chain(inboxes).collect();
     roots.sort();
     roots.dedup();
     roots

@@ -264,6 +264,10 @@ fn demo_example_converges_in_a_copy() {
         .path()
         .join("demo/storage-user/models-upload/diffusion_models")
         .is_symlink());
+    assert!(
+        tmp.path().join("demo/storage-user/models-inbox/loras").is_dir(),
+        "the inbox's folders"
+    );
 }
 
 /// Issue 11 §2: two farms on one link_dir and one target_dir pruned each other's link on every

@@ -277,3 +277,91 @@ fn star_farm_owner_check_uses_the_planners_targets() {
         "none",
     );
 }
+
+/// The checks of `v` whose subject or message names `needle`, as (status, message).
+fn about(v: &Value, needle: &str) -> Vec<(String, String)> {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["subject"].as_str().unwrap().contains(needle) || c["message"].as_str().unwrap().contains(needle)
+        })
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn with_inbox(s: &Setup, scanner: &str) {
+    let cfg = s.dir.path().join("linkfarm.yaml");
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text += &format!(
+        "inboxes:\n  - name: guarded\n    dir: cw/storage-user/models-inbox\n    target_dir: cw/storage-models/models\n    scanner: [{scanner}, \"{{}}\"]\n"
+    );
+    fs::write(cfg, text).unwrap();
+}
+
+#[test]
+fn inbox_checks_name_a_missing_scanner_a_read_only_inbox_share_and_writable_models() {
+    let s = Setup::new(None);
+    with_inbox(&s, "/nonexistent/clamdscan");
+    let smb = s.smb(
+        "[inbox]\n    path = PATH/storage-user/models-inbox\n    read only = yes\n\
+         [models]\n    path = PATH/storage-models/models\n    read only = no\n",
+    );
+    both(|testparm| {
+        let (code, v) = s.doctor(&smb, testparm);
+        assert_eq!(code, 1, "{v:#}");
+        let inbox = about(&v, "inbox guarded");
+        assert!(
+            inbox
+                .iter()
+                .any(|(st, m)| st == "ok" && m.contains("on one filesystem")),
+            "{inbox:?}"
+        );
+        assert!(
+            inbox
+                .iter()
+                .any(|(st, m)| st == "fail" && m.contains("not runnable")),
+            "{inbox:?}"
+        );
+        let shares = about(&v, "inbox guarded");
+        assert!(
+            about(&v, "[inbox]")
+                .iter()
+                .any(|(st, m)| st == "fail" && m.contains("read-only")),
+            "{shares:?}"
+        );
+        assert!(
+            about(&v, "[models]")
+                .iter()
+                .any(|(st, m)| st == "warn" && m.contains("directly, around inbox guarded")),
+            "{v:#}"
+        );
+    });
+}
+
+#[test]
+fn a_good_inbox_setup_passes_the_inbox_checks() {
+    let s = Setup::new(None);
+    with_inbox(&s, "/bin/true");
+    let smb = s.smb(
+        "[inbox]\n    path = PATH/storage-user/models-inbox\n    read only = no\n\
+         [models]\n    path = PATH/storage-models/models\n    read only = yes\n",
+    );
+    both(|testparm| {
+        let (_, v) = s.doctor(&smb, testparm);
+        for needle in ["inbox guarded", "[inbox]", "[models]"] {
+            let found = about(&v, needle);
+            assert!(!found.is_empty(), "{needle}: {v:#}");
+            assert!(
+                found.iter().all(|(st, _)| st == "ok"),
+                "{testparm} {needle}: {found:?}"
+            );
+        }
+    });
+}

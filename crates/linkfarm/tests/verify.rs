@@ -146,3 +146,18 @@ fn verify_without_paths_checks_every_farms_target_dir() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("2 fail"), "{}", stdout(&o));
 }
+
+#[test]
+fn verify_without_paths_checks_an_inbox_s_target_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let cfg = dir.path().join("linkfarm.yaml");
+    fs::write(
+        &cfg,
+        "version: 1\ninboxes:\n  - name: in\n    dir: inbox\n    target_dir: models\n",
+    )
+    .unwrap();
+    let o = bin().arg("-c").arg(&cfg).arg("verify").output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("2 fail"), "{}", stdout(&o));
+}

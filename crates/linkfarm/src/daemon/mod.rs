@@ -146,6 +146,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "started: {line}; {} inotify watches",
         d.watches.as_ref().map_or(0, Watches::len)
     );
+    // The inboxes (SPEC §10) run on a thread of their own: a check never delays a repair.
+    let inboxes = start_inboxes(&d.config);
 
     tokio::pin!(shutdown);
     loop {
@@ -191,6 +193,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         d.ping_watchdog();
         if reload {
             d.reload();
+            if let Some(i) = &inboxes {
+                i.reload(&d.config);
+            }
         }
         d.timers(Instant::now());
         d.converge();
@@ -201,6 +206,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     info!("stopping");
+    if let Some(i) = inboxes {
+        i.stop();
+    }
     d.unpublished = true;
     d.publish();
     d.update_metrics(true);
@@ -214,6 +222,15 @@ async fn next_batch(stream: Option<&mut watch::Stream>) -> std::io::Result<Vec<i
         Some(s) => s.next_batch(MAX_BATCH).await,
         None => std::future::pending().await,
     }
+}
+
+fn start_inboxes(config: &Config) -> Option<crate::inbox::Service> {
+    let spawn = crate::worker::Spawn::this_binary()
+        .map_err(|e| error!("inboxes not started: cannot find the worker binary: {e}"))
+        .ok()?;
+    crate::inbox::Service::start(config, spawn)
+        .map_err(|e| error!("inboxes not started: {e}"))
+        .ok()
 }
 
 fn notify(states: &[NotifyState<'_>]) {

@@ -124,9 +124,12 @@ pub fn status(state_file: &Path, json_out: bool) -> ExitCode {
     let all_converged = v["farms"]
         .as_array()
         .is_some_and(|f| f.iter().all(|x| x["state"] == "converged"));
+    let inboxes = crate::inbox::read_status(state_file).unwrap_or_default();
+    let inbox_conflict = inboxes.iter().any(|i| i["conflict"] == true);
     if json_out {
         let mut out = v.clone();
         out["running"] = running.into();
+        out["inboxes"] = inboxes.clone().into();
         println!("{}", serde_json::to_string_pretty(&out).expect("plain JSON"));
     } else if !running {
         println!(
@@ -160,8 +163,12 @@ pub fn status(state_file: &Path, json_out: bool) -> ExitCode {
                 println!("  error: {e}");
             }
         }
+        for i in &inboxes {
+            print!("{}", crate::inbox::text(i["name"].as_str().unwrap_or("?"), i));
+        }
     }
-    match (running, all_converged) {
+    // Pending uploads do not count; an inbox in conflict does (SPEC §10).
+    match (running, all_converged && !inbox_conflict) {
         (false, _) => ExitCode::Error,
         (true, true) => ExitCode::Ok,
         (true, false) => ExitCode::NotConverged,

@@ -3,6 +3,7 @@
 //! plans, it never applies; its one write is the SPEC §14 capability probe, made only on
 //! linkfarm's own temp names in `link_dir` and removed again.
 
+mod inbox;
 mod metrics;
 pub mod smb;
 
@@ -96,6 +97,7 @@ pub fn diagnose(config_path: &Path, smb_conf: &Path) -> Vec<Check> {
     for farm in &config.farms {
         farm_checks(&config, farm, &mut out);
     }
+    inbox::inbox_checks(&config, &mut out);
     inotify_checks(&config, &mut out);
     samba_checks(&config, smb_conf, &mut out);
     out.extend(metrics::metrics_checks(&config.settings, SystemTime::now()));
@@ -367,6 +369,7 @@ fn samba_checks(config: &Config, smb_conf: &Path, out: &mut Vec<Check>) {
             return;
         }
     };
+    inbox::inbox_share_checks(config, &conf, out);
     let shares = conf.shares();
     for farm in &config.farms {
         let serving: Vec<&(String, PathBuf)> = shares
