@@ -181,6 +181,40 @@ impl FarmFs {
         Ok(caps)
     }
 
+    /// Probes the filesystem of `link_dir` unless the last probe was made on the device link_dir
+    /// is on now: at a daemon's start-up, and after every full pass so that a remount is probed
+    /// again (SPEC §14). Returns the capabilities when it probed, `Ok(None)` when the cached ones
+    /// still hold (one `fstat`, no write), when they are pinned, or when link_dir is missing or
+    /// refused (the pass reports that; the next call probes once link_dir is back).
+    pub fn probe_if_stale(&mut self) -> Result<Option<Caps>, FsError> {
+        if self.caps.pinned.is_some() {
+            return Ok(None);
+        }
+        let dir = match &self.held_link_dir {
+            Some(fd) => fd.clone(),
+            None => match observe::open_link_dir(&self.farm, &mut self.anchor) {
+                observe::LinkDirOpen::Open { dir, .. } => std::sync::Arc::new(dir),
+                observe::LinkDirOpen::Problem(_) => return Ok(None),
+            },
+        };
+        let path = self.farm.link_dir.clone();
+        let dir = std::os::fd::AsFd::as_fd(&*dir);
+        let dev = prims::device(dir).map_err(|e| FsError::new("stat", path.clone(), e))?;
+        if self.caps.known.is_some_and(|(d, _)| d == dev) {
+            return Ok(None);
+        }
+        match prims::probe(dir) {
+            Ok((caps, _)) => {
+                self.caps.known = Some((dev, caps));
+                Ok(Some(caps))
+            }
+            // link_dir was removed under the probe: not a failure, the next call probes again.
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(FsError::new("probe", path, e)
+                .with("the SPEC §14 capability probe on linkfarm's temp names failed")),
+        }
+    }
+
     /// Uses `caps` instead of probing: for tests of the SPEC §14 fallbacks on a filesystem that
     /// has every flag, or for a filesystem whose answers to the probe cannot be trusted.
     pub fn set_caps(&mut self, caps: Caps) {
