@@ -116,6 +116,8 @@ pub(crate) struct CapsState {
     pub(crate) pinned: Option<Caps>,
     /// The last probe's result and the device of link_dir it was made on.
     pub(crate) known: Option<(u64, Caps)>,
+    /// How many probes ran: a caller that reports probes sees a new one by this count.
+    pub(crate) probes: u64,
 }
 
 impl FarmFs {
@@ -178,6 +180,7 @@ impl FarmFs {
         let (caps, _) =
             prims::probe(std::os::fd::AsFd::as_fd(&dir)).map_err(|e| FsError::new("probe", path, e))?;
         self.caps.known = Some((dev, caps));
+        self.caps.probes += 1;
         Ok(caps)
     }
 
@@ -206,12 +209,29 @@ impl FarmFs {
         match prims::probe(dir) {
             Ok((caps, _)) => {
                 self.caps.known = Some((dev, caps));
+                self.caps.probes += 1;
                 Ok(Some(caps))
             }
             // link_dir was removed under the probe: not a failure, the next call probes again.
             Err(nix::errno::Errno::ENOENT) => Ok(None),
             Err(e) => Err(FsError::new("probe", path, e)
                 .with("the SPEC §14 capability probe on linkfarm's temp names failed")),
+        }
+    }
+
+    /// How many probes have run on this farm (by [`FarmFs::probe`], [`FarmFs::probe_if_stale`],
+    /// or a pass that found link_dir on a new device): a caller that reports each probe's result
+    /// compares this count with the one it saw last.
+    pub fn probes(&self) -> u64 {
+        self.caps.probes
+    }
+
+    /// Takes over the probe result of `previous` (the same farm before a config reload) when
+    /// link_dir is the same path, so that a reload does not probe again; a device change is still
+    /// noticed, as the result carries the device it was made on.
+    pub fn inherit_caps(&mut self, previous: &FarmFs) {
+        if previous.farm.link_dir == self.farm.link_dir {
+            self.caps = previous.caps.clone();
         }
     }
 

@@ -275,6 +275,7 @@ impl<'a> Applier<'a> {
                 })?;
                 self.p.writes += writes;
                 self.caps.known = Some((dev, c));
+                self.caps.probes += 1;
                 c
             }
         };

@@ -988,3 +988,43 @@ fn a_component_swapped_in_a_guarded_ancestor_between_repairs_is_refused() {
     );
     assert_eq!(farm_state(&t), "error");
 }
+
+#[test]
+fn the_filesystem_probe_is_in_the_state_file_after_start_and_not_redone_by_a_reload() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a]", "", "");
+    // link_dir is missing: the first pass makes it, then the probe runs in it.
+    fs::remove_dir(t.root().join("share/up")).unwrap();
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("the probe result in the state file", || {
+        state(&t)["farms"][0]["filesystem"].is_object()
+    });
+    let f = &state(&t)["farms"][0]["filesystem"];
+    for k in ["exchange", "noreplace", "link"] {
+        assert!(f[k].is_boolean(), "{f:#}");
+    }
+    assert!(f["fallback"].is_string() && f["window"].is_string(), "{f:#}");
+    if std::env::var_os("LINKFARM_TEST_FUSE").is_none() {
+        assert_eq!(f["exchange"], true, "{f:#}");
+        assert_eq!(f["noreplace"], true, "{f:#}");
+        assert!(f["fallback"].as_str().unwrap().starts_with("none"), "{f:#}");
+    }
+    assert_eq!(d.count("filesystem of"), 1, "logged once");
+    let left: Vec<_> = fs::read_dir(t.root().join("share/up"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".linkfarm-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A reload keeps the result: no second probe, no writes in a converged farm.
+    t.write_config("[a, b]", "", "");
+    wait_for("reloaded", || t.linked("b"));
+    d.wait_logged("reloaded");
+    wait_for("state after the reload", || {
+        state(&t)["farms"][0]["links_total"] == 2
+    });
+    assert!(state(&t)["farms"][0]["filesystem"].is_object());
+    assert_eq!(d.count("filesystem of"), 1, "a reload does not probe again");
+    assert_eq!(d.stop(), 0);
+}
