@@ -1028,3 +1028,41 @@ fn the_filesystem_probe_is_in_the_state_file_after_start_and_not_redone_by_a_rel
     assert_eq!(d.count("filesystem of"), 1, "a reload does not probe again");
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() {
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    // vim without backupcopy: the file is renamed to its backup name, then the new one written.
+    // The rename's event reloads while no config exists; the new file comes only after the
+    // daemon has looked (its debug line, or without the grace the failure).
+    fs::rename(t.cfg(), t.root().join("linkfarm.yaml~")).unwrap();
+    wait_for("the daemon saw the config absent", || {
+        d.logged("trying again shortly") || d.logged("reload failed")
+    });
+    fs::write(t.cfg(), t.config_text("[a, b]", "", "")).unwrap();
+    wait_for("reloaded with the new config", || t.linked("b"));
+    assert!(
+        !d.logged("reload failed"),
+        "{:?}",
+        d.messages()
+            .iter()
+            .filter(|(_, m)| m.contains("reload"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(state(&t)["reload_error"], Value::Null);
+    // A config that stays away is reported once the grace has passed; the farm keeps running.
+    fs::remove_file(t.cfg()).unwrap();
+    d.wait_logged("reload failed");
+    assert_eq!(d.count("reload failed"), 1, "reported once, not retried forever");
+    wait_for("the state file names the failed reload", || {
+        state(&t)["reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read the config"))
+    });
+    fs::remove_file(t.l("a")).unwrap();
+    wait_for("the old config still enforced", || t.linked("a"));
+    assert_eq!(d.stop(), 0);
+}
