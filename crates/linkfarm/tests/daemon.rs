@@ -1066,3 +1066,24 @@ fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() 
     wait_for("the old config still enforced", || t.linked("a"));
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn a_degraded_farm_is_not_probed_until_its_target_dir_is_back() {
+    let t = Tree::new(&["a"]);
+    t.write_config("[a]", "", "");
+    fs::rename(t.root().join("models"), t.root().join("models.away")).unwrap();
+    // Whatever is in link_dir while degraded is left alone: no temp name may appear there.
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    wait_for("degraded", || farm_state(&t) == "degraded");
+    assert_eq!(state(&t)["farms"][0]["filesystem"], Value::Null);
+    assert!(
+        !d.logged("filesystem of"),
+        "no probe in a degraded farm's link_dir"
+    );
+    fs::rename(t.root().join("models.away"), t.root().join("models")).unwrap();
+    wait_for("converged and probed", || {
+        farm_state(&t) == "converged" && state(&t)["farms"][0]["filesystem"].is_object()
+    });
+    assert_eq!(d.stop(), 0);
+}

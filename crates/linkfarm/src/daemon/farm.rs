@@ -154,9 +154,13 @@ impl FarmRt {
 
     /// Probes link_dir's filesystem (SPEC §14) after a full pass, so that link_dir exists if the
     /// pass could make it: at start-up, and again when link_dir is on another device (a remount).
-    /// Otherwise it costs one `fstat` and no write. Each probe's result is logged once: at WARN
+    /// Otherwise it costs one `fstat` and no write; a degraded farm waits until it is not. Each probe's result is logged once: at WARN
     /// when a fallback leaves a window in which a client could lose a file, else at INFO.
     fn probe(&mut self) {
+        // A degraded farm's link_dir is not written at all (SPEC §2), not even temp names.
+        if self.rt.state() == State::Degraded {
+            return;
+        }
         match self.fs.probe_if_stale() {
             Ok(_) => self.logged_probe_error = None,
             Err(e) => {
