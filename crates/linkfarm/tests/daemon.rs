@@ -1026,6 +1026,17 @@ fn the_filesystem_probe_is_in_the_state_file_after_start_and_not_redone_by_a_rel
     });
     assert!(state(&t)["farms"][0]["filesystem"].is_object());
     assert_eq!(d.count("filesystem of"), 1, "a reload does not probe again");
+    // A reload that moves link_dir probes the new one, and says so.
+    fs::create_dir(t.root().join("share/up2")).unwrap();
+    fs::write(
+        t.cfg(),
+        t.config_text("[a, b]", "", "")
+            .replace("link_dir: share/up", "link_dir: share/up2"),
+    )
+    .unwrap();
+    wait_for("the new link_dir probed and logged", || {
+        d.count("filesystem of") == 2 && d.logged("share/up2 probed:")
+    });
     assert_eq!(d.stop(), 0);
 }
 

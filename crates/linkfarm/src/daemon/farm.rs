@@ -72,10 +72,15 @@ impl FarmRt {
         let mut rt = Runtime::new(poll, poll_interval);
         let name = farm.name.clone();
         let mut fs = FarmFs::new(farm);
+        // A reload does not probe again (a converged farm makes no writes); a remount does. The
+        // probes the farm logged before the reload stay logged; a new link_dir's is a first one.
+        let mut logged_probes = 0;
         if let Some(p) = previous {
             rt.carry_over(&p.rt);
-            // A reload does not probe again (a converged farm makes no writes); a remount does.
             fs.inherit_caps(&p.fs);
+            if p.farm().link_dir == fs.farm().link_dir {
+                logged_probes = p.logged_probes;
+            }
         }
         FarmRt {
             name,
@@ -84,7 +89,7 @@ impl FarmRt {
             status: previous.map(|p| p.status.clone()).unwrap_or_default(),
             adopt_after,
             logged_state: None,
-            logged_probes: previous.map_or(0, |p| p.logged_probes),
+            logged_probes,
             logged_probe_error: None,
         }
     }
