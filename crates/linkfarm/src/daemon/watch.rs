@@ -63,7 +63,7 @@ fn guard_mask() -> WatchMask {
 /// How a wanted directory is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Watch {
-    /// Every event that can matter ([`mask`]).
+    /// Every event that can matter (the `mask()` of this module).
     Full,
     /// Only moves and deletions of its names and itself: the ancestors of a `link_dir`.
     Guard,
