@@ -28,6 +28,7 @@ use linkfarm_fs::inbox::{InboxFs, NotMoved, NotTaken, Seen, Taken};
 use serde_json::{json, Value};
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::{InboxCounts, InboxSample};
 use crate::scanner::{retry_after, scan, Scan, SCAN_TIMEOUT};
 use crate::worker::{self, Request, Spawn};
 
@@ -43,6 +44,10 @@ pub struct InboxStatus {
     pub accepted: u64,
     /// Refused since start.
     pub refused: u64,
+    /// Decisions since start per `(result, reason)`, for the metrics.
+    pub files: InboxCounts,
+    /// Bytes accepted since start.
+    pub accepted_bytes: u64,
     /// Things left where they are (symlinks, FIFOs, a folder that is not one), and failures.
     pub findings: Vec<String>,
     /// Whether a folder of the inbox is in conflict (something not a folder at `dir/<folder>`).
@@ -482,8 +487,14 @@ impl Runner {
         );
         let wu = web_user.as_deref().unwrap_or("");
         let target = r.target.display();
+        *self
+            .status
+            .files
+            .entry((r.action, r.reason.as_str()))
+            .or_default() += 1;
         if r.action == "accept" {
             self.status.accepted += 1;
+            self.status.accepted_bytes += r.size;
             info!(inbox = %r.inbox, folder = %r.folder, file = %r.file, action = r.action, reason = r.reason.as_str(),
                 format, kind, size = r.size, sha256 = sha, uid = r.uid, target = %target, web_user = wu,
                 "accepted {}/{} into {target}", r.folder, r.file);
@@ -581,17 +592,28 @@ enum Hint {
 pub struct Service {
     tx: mpsc::Sender<Hint>,
     thread: std::thread::JoinHandle<()>,
+    samples: Samples,
 }
+
+/// The inboxes' numbers for the metrics, as the inbox thread last sent them: a new value only
+/// when a number changed, so an idle inbox never wakes the daemon's loop.
+pub type Samples = tokio::sync::watch::Receiver<Vec<InboxSample>>;
 
 impl Service {
     /// Starts the thread for `config`'s inboxes (it idles when there are none).
     pub fn start(config: &Config, spawn: Spawn) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel();
+        let (samples_tx, samples) = tokio::sync::watch::channel(zero_samples(config));
         let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("inboxes".into())
-            .spawn(move || service(config, spawn, rx))?;
-        Ok(Service { tx, thread })
+            .spawn(move || service(config, spawn, rx, &samples_tx))?;
+        Ok(Service { tx, thread, samples })
+    }
+
+    /// The inboxes' numbers for the metrics; the value changes when a number does.
+    pub fn samples(&self) -> Samples {
+        self.samples.clone()
     }
 
     /// Hands a reloaded config over.
@@ -632,7 +654,69 @@ fn open_runners(config: &Config, spawn: &Spawn) -> BTreeMap<String, Runner> {
     out
 }
 
-fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
+/// Every configured inbox's numbers at 0: what the metrics show before the inbox thread's first
+/// pass, so that the first file written already has every inbox counter.
+pub fn zero_samples(config: &Config) -> Vec<InboxSample> {
+    samples_of(config, &BTreeMap::new())
+}
+
+/// Every configured inbox's numbers (0 for one that is not open), in config order.
+fn samples_of(config: &Config, runners: &BTreeMap<String, Runner>) -> Vec<InboxSample> {
+    config
+        .inboxes
+        .iter()
+        .map(|i| match runners.get(&i.name) {
+            Some(r) => InboxSample {
+                name: i.name.clone(),
+                files: r.status.files.clone(),
+                pending: r.status.pending as u64,
+                accepted_bytes: r.status.accepted_bytes,
+            },
+            None => InboxSample {
+                name: i.name.clone(),
+                ..InboxSample::default()
+            },
+        })
+        .collect()
+}
+
+/// Sends the numbers to the daemon's loop when they changed (only then is it woken).
+fn send_samples(
+    tx: &tokio::sync::watch::Sender<Vec<InboxSample>>,
+    config: &Config,
+    runners: &BTreeMap<String, Runner>,
+) {
+    let new = samples_of(config, runners);
+    tx.send_if_modified(|cur| {
+        let changed = *cur != new;
+        if changed {
+            *cur = new;
+        }
+        changed
+    });
+}
+
+/// The runners of a reloaded config; an inbox that stays keeps its counters (they are counters
+/// since the daemon's start, as the farms' are).
+fn reopen(config: &Config, spawn: &Spawn, old: BTreeMap<String, Runner>) -> BTreeMap<String, Runner> {
+    let mut runners = open_runners(config, spawn);
+    for (name, r) in &mut runners {
+        if let Some(o) = old.get(name) {
+            r.status.accepted = o.status.accepted;
+            r.status.refused = o.status.refused;
+            r.status.files = o.status.files.clone();
+            r.status.accepted_bytes = o.status.accepted_bytes;
+        }
+    }
+    runners
+}
+
+fn service(
+    mut config: Config,
+    spawn: Spawn,
+    rx: mpsc::Receiver<Hint>,
+    samples: &tokio::sync::watch::Sender<Vec<InboxSample>>,
+) {
     let mut runners = open_runners(&config, &spawn);
     let mut inotify = match Inotify::init() {
         Ok(i) => Some(i),
@@ -653,7 +737,8 @@ fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
             match rx.recv() {
                 Ok(Hint::Config(c)) => {
                     config = *c;
-                    runners = open_runners(&config, &spawn);
+                    runners = reopen(&config, &spawn, std::mem::take(&mut runners));
+                    send_samples(samples, &config, &runners);
                     next_pass = SystemTime::now();
                     continue;
                 }
@@ -670,6 +755,7 @@ fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
                 }
             }
             write_status(&config, &runners);
+            send_samples(samples, &config, &runners);
             if let Some(ino) = &mut inotify {
                 rewatch(ino, &runners, &mut watched);
             }
@@ -679,7 +765,8 @@ fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
             Ok(Hint::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
             Ok(Hint::Config(c)) => {
                 config = *c;
-                runners = open_runners(&config, &spawn);
+                runners = reopen(&config, &spawn, std::mem::take(&mut runners));
+                send_samples(samples, &config, &runners);
                 next_pass = SystemTime::now();
                 continue;
             }
