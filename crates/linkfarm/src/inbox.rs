@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -591,6 +592,8 @@ enum Hint {
 /// The inboxes of the daemon, on a thread of their own.
 pub struct Service {
     tx: mpsc::Sender<Hint>,
+    /// A byte written here wakes the thread's poll for a hint: it never polls the channel.
+    wake: UnixStream,
     thread: std::thread::JoinHandle<()>,
     samples: Samples,
 }
@@ -603,12 +606,19 @@ impl Service {
     /// Starts the thread for `config`'s inboxes (it idles when there are none).
     pub fn start(config: &Config, spawn: Spawn) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel();
+        let (wake, woken) = UnixStream::pair()?;
+        woken.set_nonblocking(true)?;
         let (samples_tx, samples) = tokio::sync::watch::channel(zero_samples(config));
         let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("inboxes".into())
-            .spawn(move || service(config, spawn, rx, &samples_tx))?;
-        Ok(Service { tx, thread, samples })
+            .spawn(move || service(config, spawn, rx, &woken, &samples_tx))?;
+        Ok(Service {
+            tx,
+            wake,
+            thread,
+            samples,
+        })
     }
 
     /// The inboxes' numbers for the metrics; the value changes when a number does.
@@ -619,11 +629,13 @@ impl Service {
     /// Hands a reloaded config over.
     pub fn reload(&self, config: &Config) {
         let _ = self.tx.send(Hint::Config(Box::new(config.clone())));
+        let _ = (&self.wake).write(&[1]);
     }
 
     /// Stops after the file in progress, and waits.
     pub fn stop(self) {
         let _ = self.tx.send(Hint::Stop);
+        let _ = (&self.wake).write(&[1]);
         let _ = self.thread.join();
     }
 }
@@ -715,6 +727,7 @@ fn service(
     mut config: Config,
     spawn: Spawn,
     rx: mpsc::Receiver<Hint>,
+    woken: &UnixStream,
     samples: &tokio::sync::watch::Sender<Vec<InboxSample>>,
 ) {
     let mut runners = open_runners(&config, &spawn);
@@ -756,10 +769,14 @@ fn service(
             }
             write_status(&config, &runners);
             send_samples(samples, &config, &runners);
-            if let Some(ino) = &mut inotify {
-                rewatch(ino, &runners, &mut watched);
-            }
             next_pass = next;
+            if let Some(ino) = &mut inotify {
+                if rewatch(ino, &runners, &mut watched) {
+                    // A file written into a folder before its watch existed made no event: one
+                    // more pass, at once, sees it.
+                    next_pass = SystemTime::now();
+                }
+            }
         }
         match rx.try_recv() {
             Ok(Hint::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
@@ -772,44 +789,55 @@ fn service(
             }
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        // Wait for a hint, the next settle time, or 200 ms to look at the channel again.
-        let wait = next_pass
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_millis(200));
-        match &mut inotify {
-            Some(ino) => {
-                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
-                let ms = u16::try_from(wait.as_millis()).unwrap_or(200);
-                if nix::poll::poll(&mut fds, ms).unwrap_or(0) > 0 {
-                    let mut hinted = false;
-                    while let Ok(events) = ino.read_events(&mut buf) {
-                        let mut any = false;
-                        for _ in events {
-                            any = true;
-                        }
-                        if !any {
-                            break;
-                        }
-                        hinted = true;
-                    }
-                    if hinted {
-                        // Events are hints: one pass for a burst, a moment after it.
-                        next_pass = next_pass.min(SystemTime::now() + Duration::from_millis(50));
-                    }
+        // Wait for an event, a hint on the channel (announced by a byte on `woken`) or the next
+        // settle time, and for nothing else: an idle inbox costs no wake-up. (RESCAN is below
+        // the u16 milliseconds of poll.)
+        let wait = next_pass.duration_since(SystemTime::now()).unwrap_or_default();
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let pollin = nix::poll::PollFlags::POLLIN;
+        let mut fds = vec![nix::poll::PollFd::new(woken.as_fd(), pollin)];
+        if let Some(ino) = &inotify {
+            fds.push(nix::poll::PollFd::new(ino.as_fd(), pollin));
+        }
+        let _ = nix::poll::poll(&mut fds, ms);
+        let (hint, event) = (
+            fds[0].any().unwrap_or(false),
+            fds.get(1).is_some_and(|f| f.any().unwrap_or(false)),
+        );
+        drop(fds);
+        if hint {
+            // The hint itself is read from the channel at the top of the loop.
+            let mut b = [0u8; 64];
+            while matches!((&*woken).read(&mut b), Ok(n) if n > 0) {}
+        }
+        if let Some(ino) = inotify.as_mut().filter(|_| event) {
+            let mut hinted = false;
+            while let Ok(events) = ino.read_events(&mut buf) {
+                let mut any = false;
+                for _ in events {
+                    any = true;
                 }
+                if !any {
+                    break;
+                }
+                hinted = true;
             }
-            None => std::thread::sleep(wait),
+            if hinted {
+                // Events are hints: one pass for a burst, a moment after it.
+                next_pass = next_pass.min(SystemTime::now() + Duration::from_millis(50));
+            }
         }
     }
 }
 
 /// Watches every folder and subfolder the last passes walked; drops watches of the rest.
+/// Returns whether a watch was added.
 fn rewatch(
     ino: &mut Inotify,
     runners: &BTreeMap<String, Runner>,
     watched: &mut BTreeMap<PathBuf, inotify::WatchDescriptor>,
-) {
+) -> bool {
+    let mut added = false;
     let want: std::collections::BTreeSet<&PathBuf> = runners.values().flat_map(|r| r.dirs.iter()).collect();
     let gone: Vec<PathBuf> = watched.keys().filter(|p| !want.contains(p)).cloned().collect();
     for p in gone {
@@ -822,11 +850,13 @@ fn rewatch(
             match ino.watches().add(p, mask()) {
                 Ok(wd) => {
                     watched.insert(p.clone(), wd);
+                    added = true;
                 }
                 Err(e) => debug!("cannot watch {}: {e}", p.display()),
             }
         }
     }
+    added
 }
 
 fn write_status(config: &Config, runners: &BTreeMap<String, Runner>) {
