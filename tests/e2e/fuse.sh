@@ -4,8 +4,12 @@
 #   1. the fs crate's tests, hostile races included (LINKFARM_TEST_DIR puts their temp trees on
 #      the mount, and each farm probes the real filesystem);
 #   2. the CLI: a link hijacked to /etc is replaced, a client-made folder is adopted, doctor names
-#      the fallback, and the daemon repairs a hijack;
-#   3. a short chaos campaign (TMPDIR puts its trees on the mount).
+#      the fallback, and the daemon repairs a hijack; the daemon's probe of the filesystem is in
+#      `status --json` (exchange false, the fallback) and in `status`, is logged once, and is
+#      made again after a remount; the doctor and daemon tests that check the probe on FUSE;
+#   3. a config on the mount replaced by an editor (renamed away, written anew) is reloaded
+#      without a failed reload;
+#   4. a short chaos campaign (TMPDIR puts its trees on the mount).
 # Prints one PASS/FAIL line per assertion. Needs root and /dev/fuse; installs bindfs and fuse3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,7 +17,7 @@ cd "$(dirname "$0")/../.."
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root"; exit 1; }
 [ -e /dev/fuse ] || { echo "needs /dev/fuse (a container started without it cannot mount FUSE)"; exit 1; }
-need_packages bindfs:bindfs fusermount3:fuse3
+need_packages bindfs:bindfs fusermount3:fuse3 jq:jq
 
 T=$(mktemp -d)
 MNT=$T/mnt
@@ -82,11 +86,61 @@ rm "$W/l/clip" && mkdir "$W/l/clip" && echo "late" >"$W/l/clip/c.bin"
 kill -CONT "$LF_PID"
 check "the daemon adopts a folder made while it runs" \
     wait_until 15 bash -c 'test -L "$1" && grep -qsx late "$2"' _ "$W/l/clip" "$W/t/clip/c.bin"
+# SPEC §14: the probe made at start-up is in the state file and in status.
+status_json=$("$LF" -c "$T/linkfarm.yaml" status --json || true)
+fs_of() { jq -r ".farms[0].filesystem.$1" <<<"$status_json"; }
+echo "filesystem: $(jq -c '.farms[0].filesystem' <<<"$status_json")"
+check "status --json: the probe found no RENAME_EXCHANGE" test "$(fs_of exchange)" = false
+check "status --json: the fallback is move-aside + symlinkat" \
+    bash -c 'grep -q "^links are replaced by move-aside" <<<"$1"' _ "$(fs_of fallback)"
+check "status --json: the window is named" test -n "$(fs_of window)" -a "$(fs_of window)" != null
+check "status names the fallback in use" \
+    bash -c '"$1" -c "$2" status | grep -q "filesystem fallback: links are replaced by move-aside"' _ "$LF" "$T/linkfarm.yaml"
+check "the probe is logged once" test "$(grep -c "filesystem of $W/l probed" "$T/linkfarm.log")" -eq 1
+# A remount: the volume is lazily unmounted (the daemon holds link_dir's fd) and mounted anew,
+# on a new device; the next pass probes again.
+umount -l "$MNT" && bindfs "$T/under" "$MNT"
+check "after a remount the filesystem is probed again" \
+    wait_until 15 grep -q "filesystem of $W/l probed again" "$T/linkfarm.log"
+check "after a remount the probe result is still in status --json" \
+    wait_until 15 bash -c '"$1" -c "$2" status --json | jq -e ".farms[0].filesystem.exchange == false" >/dev/null' _ "$LF" "$T/linkfarm.yaml"
 kill "$LF_PID" && wait "$LF_PID" 2>/dev/null || true
 LF_PID=
 check "the daemon logged no action error" bash -c '! grep -q ERROR "$1"' _ "$T/linkfarm.log"
+check "no temp names left after the daemon" test -z "$(find "$W" -name '.linkfarm-tmp.*')"
+# The doctor and daemon tests written for FUSE (LINKFARM_TEST_FUSE relaxes what differs there).
+mkdir -p "$MNT/tests"
+for t in doctor:one_farm_is_one_farm_and_the_filesystem_fallback_is_named \
+    daemon:the_filesystem_probe_is_in_the_state_file_after_start; do
+    out=$(TMPDIR=$MNT/tests LINKFARM_TEST_FUSE=1 cargo test --locked -p linkfarm --test "${t%%:*}" -- "${t#*:}" 2>&1) || true
+    tail -n 4 <<<"$out"
+    check "test ${t#*:} on FUSE" grep -q "test result: ok. 1 passed" <<<"$out"
+done
 
-# --- 3. a short chaos campaign on the mount -----------------------------------------------------------
+# --- 3. a config on the mount replaced as an editor does -----------------------------------------------
+C=$MNT/cfg
+mkdir -p "$C/t/a" "$C/t/b" "$C/l"
+chmod 755 "$C"
+conf() { echo "version: 1
+farms:
+  - { name: c, target_dir: $C/t, link_dir: $C/l, entries: [$1] }
+settings: { state_file: $T/state-cfg.json, watcher: inotify }"; }
+conf a >"$C/linkfarm.yaml"
+"$LF" run -c "$C/linkfarm.yaml" 2>"$T/linkfarm-cfg.log" &
+LF_PID=$!
+wait_until 10 test -L "$C/l/a" || { cat "$T/linkfarm-cfg.log"; exit 1; }
+for i in 1 2 3 4 5; do
+    mv "$C/linkfarm.yaml" "$C/linkfarm.yaml~"
+    if [ $((i % 2)) -eq 1 ]; then conf "a, b" >"$C/linkfarm.yaml"; else conf a >"$C/linkfarm.yaml"; fi
+    rm "$C/linkfarm.yaml~"
+done
+check "the config replaced by an editor is reloaded" wait_until 15 test -L "$C/l/b"
+check "no reload failed while the config was briefly absent" \
+    bash -c '! grep -q "reload failed" "$1"' _ "$T/linkfarm-cfg.log"
+kill "$LF_PID" && wait "$LF_PID" 2>/dev/null || true
+LF_PID=
+
+# --- 4. a short chaos campaign on the mount -----------------------------------------------------------
 mkdir -p "$MNT/chaos"
 if TMPDIR=$MNT/chaos cargo test --locked -p linkfarm --test campaigns chaos -- --nocapture 2>&1 | tee "$T/chaos.log" | tail -n 5; then
     pass "short chaos campaign on FUSE: $(grep -o 'chaos campaign: [^;]*' "$T/chaos.log")"

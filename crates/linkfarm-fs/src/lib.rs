@@ -116,6 +116,8 @@ pub(crate) struct CapsState {
     pub(crate) pinned: Option<Caps>,
     /// The last probe's result and the device of link_dir it was made on.
     pub(crate) known: Option<(u64, Caps)>,
+    /// How many probes ran: a caller that reports probes sees a new one by this count.
+    pub(crate) probes: u64,
 }
 
 impl FarmFs {
@@ -178,7 +180,59 @@ impl FarmFs {
         let (caps, _) =
             prims::probe(std::os::fd::AsFd::as_fd(&dir)).map_err(|e| FsError::new("probe", path, e))?;
         self.caps.known = Some((dev, caps));
+        self.caps.probes += 1;
         Ok(caps)
+    }
+
+    /// Probes the filesystem of `link_dir` unless the last probe was made on the device link_dir
+    /// is on now: at a daemon's start-up, and after every full pass so that a remount is probed
+    /// again (SPEC §14). Returns the capabilities when it probed, `Ok(None)` when the cached ones
+    /// still hold (one `fstat`, no write), when they are pinned, or when link_dir is missing or
+    /// refused (the pass reports that; the next call probes once link_dir is back).
+    pub fn probe_if_stale(&mut self) -> Result<Option<Caps>, FsError> {
+        if self.caps.pinned.is_some() {
+            return Ok(None);
+        }
+        let dir = match &self.held_link_dir {
+            Some(fd) => fd.clone(),
+            None => match observe::open_link_dir(&self.farm, &mut self.anchor) {
+                observe::LinkDirOpen::Open { dir, .. } => std::sync::Arc::new(dir),
+                observe::LinkDirOpen::Problem(_) => return Ok(None),
+            },
+        };
+        let path = self.farm.link_dir.clone();
+        let dir = std::os::fd::AsFd::as_fd(&*dir);
+        let dev = prims::device(dir).map_err(|e| FsError::new("stat", path.clone(), e))?;
+        if self.caps.known.is_some_and(|(d, _)| d == dev) {
+            return Ok(None);
+        }
+        match prims::probe(dir) {
+            Ok((caps, _)) => {
+                self.caps.known = Some((dev, caps));
+                self.caps.probes += 1;
+                Ok(Some(caps))
+            }
+            // link_dir was removed under the probe: not a failure, the next call probes again.
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(FsError::new("probe", path, e)
+                .with("the SPEC §14 capability probe on linkfarm's temp names failed")),
+        }
+    }
+
+    /// How many probes have run on this farm (by [`FarmFs::probe`], [`FarmFs::probe_if_stale`],
+    /// or a pass that found link_dir on a new device): a caller that reports each probe's result
+    /// compares this count with the one it saw last.
+    pub fn probes(&self) -> u64 {
+        self.caps.probes
+    }
+
+    /// Takes over the probe result of `previous` (the same farm before a config reload) when
+    /// link_dir is the same path, so that a reload does not probe again; a device change is still
+    /// noticed, as the result carries the device it was made on.
+    pub fn inherit_caps(&mut self, previous: &FarmFs) {
+        if previous.farm.link_dir == self.farm.link_dir {
+            self.caps = previous.caps.clone();
+        }
     }
 
     /// Uses `caps` instead of probing: for tests of the SPEC §14 fallbacks on a filesystem that

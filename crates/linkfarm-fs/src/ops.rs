@@ -264,14 +264,18 @@ impl<'a> Applier<'a> {
         let caps = match self.caps.known {
             Some((d, c)) if d == dev => c,
             _ => {
-                let (c, writes) = probe(ld.as_fd()).map_err(|e| {
-                    Step::Failed(
+                let (c, writes) = probe(ld.as_fd()).map_err(|e| match e {
+                    // link_dir was removed (or renamed away and replaced) under the probe: the
+                    // next pass opens it again and probes there, so this is a race, not a failure.
+                    Errno::ENOENT => Step::Raced("link_dir vanished during the capability probe".into()),
+                    e => Step::Failed(
                         FsError::new("probe", self.farm.link_dir.clone(), e)
                             .with("the SPEC §14 capability probe on linkfarm's temp names failed"),
-                    )
+                    ),
                 })?;
                 self.p.writes += writes;
                 self.caps.known = Some((dev, c));
+                self.caps.probes += 1;
                 c
             }
         };

@@ -961,3 +961,54 @@ fn a_folder_adoption_interrupted_between_link_and_unlink_leaves_no_second_name()
     assert_eq!(fs::read_to_string(t.t("loras/sub/moved.bin")).unwrap(), "moved");
     assert_converged(&mut f);
 }
+
+#[test]
+fn link_dir_removed_under_the_capability_probe_is_a_race_not_a_failure() {
+    let t = Tree::new(&["a", "b"]);
+    let mut f = farm_fs(t.farm("[a, b]", ""));
+    f.set_hold_link_dir(true);
+    apply(&mut f, SETTLED);
+    assert_eq!(f.caps(), None, "creates need no probe");
+    // A replace needs the capabilities; link_dir goes away between the plan and the probe, which
+    // runs through the held fd of the removed directory (every write there is ENOENT).
+    let up = t.root().join("up");
+    fs::remove_file(up.join("b")).unwrap();
+    t.link("b", t.t("a"));
+    let r = f.pass_with_hook(SETTLED, now(), Mode::Apply, |_| {
+        fs::remove_file(up.join("a")).unwrap();
+        fs::remove_file(up.join("b")).unwrap();
+        fs::remove_dir(&up).unwrap();
+    });
+    assert!(!r.results.is_empty(), "{r:#?}");
+    assert!(
+        r.results.iter().all(|x| matches!(x.outcome, Outcome::Raced(_))),
+        "{:#?}",
+        r.results
+    );
+    // Back, it is probed and converged.
+    fs::create_dir(&up).unwrap();
+    f.invalidate_link_dir();
+    assert!(f.probe_if_stale().unwrap().is_some());
+    assert_eq!(f.probe_if_stale().unwrap(), None, "cached for this device");
+    apply(&mut f, SETTLED);
+    assert_converged(&mut f);
+}
+
+#[test]
+fn probe_if_stale_skips_a_missing_link_dir_and_probes_once_per_device() {
+    let t = Tree::new(&["a"]);
+    let mut f = farm_fs(t.farm("[a]", ""));
+    fs::remove_dir(t.root().join("up")).unwrap();
+    assert_eq!(
+        f.probe_if_stale().unwrap(),
+        None,
+        "no link_dir, no probe, no error"
+    );
+    apply(&mut f, SETTLED);
+    let caps = f.probe_if_stale().unwrap().expect("probed once link_dir exists");
+    assert_eq!(f.caps(), Some(caps));
+    assert_eq!(f.probe_if_stale().unwrap(), None);
+    assert!(temp_names(&t.root().join("up")).is_empty());
+    let again = apply(&mut f, SETTLED);
+    assert_eq!(again.writes, 0);
+}

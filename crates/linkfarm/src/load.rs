@@ -28,16 +28,24 @@ pub fn absolute(path: &Path) -> PathBuf {
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = absolute(path);
-    let text = std::fs::read_to_string(&file).map_err(|e| {
+    let cannot_read = |e: std::io::Error| {
         ConfigError::whole_file(
             &file,
             format!("cannot read the config: {e}"),
             "write one (see /usr/share/doc/linkfarm/examples), or point -c/--config or LINKFARM_CONFIG at it",
         )
-    })?;
+    };
+    // One open file for the owner check and the text: an editor that renames the file away and
+    // writes a new one in between can make neither check the wrong file nor fail a second lookup.
+    let mut f = std::fs::File::open(&file).map_err(cannot_read)?;
     if nix::unistd::geteuid().is_root() {
-        check_root_only(&file)?;
+        let m = f
+            .metadata()
+            .map_err(|e| ConfigError::whole_file(&file, format!("cannot stat the config: {e}"), ""))?;
+        check_root_only(&file, &m)?;
     }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text).map_err(cannot_read)?;
     linkfarm_core::parse_config(&text, &file, &SystemIds)
 }
 
@@ -64,8 +72,8 @@ pub fn load_for_start(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// As root, the file and its directory must be writable by root only.
-fn check_root_only(file: &Path) -> Result<(), ConfigError> {
+/// As root, the file (`m`, its metadata) and its directory must be writable by root only.
+fn check_root_only(file: &Path, m: &std::fs::Metadata) -> Result<(), ConfigError> {
     let hint = |p: &Path| {
         format!(
             "whoever can change it can make linkfarm write anywhere as root: \
@@ -73,8 +81,6 @@ fn check_root_only(file: &Path) -> Result<(), ConfigError> {
             p.display()
         )
     };
-    let m = std::fs::metadata(file)
-        .map_err(|e| ConfigError::whole_file(file, format!("cannot stat the config: {e}"), ""))?;
     if m.uid() != 0 {
         return Err(ConfigError::whole_file(
             file,

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use linkfarm_core::{Action, Farm, Finding, Op};
-use linkfarm_fs::{ActionResult, FarmFs, Outcome};
+use linkfarm_fs::{ActionResult, Caps, FarmFs, Outcome};
 use tracing::{debug, error, info, warn};
 
 use super::rounds::{self, Hooks};
@@ -53,6 +53,10 @@ pub struct FarmRt {
     status: FarmStatus,
     adopt_after: Duration,
     logged_state: Option<String>,
+    /// The probe count of `fs` whose result was last logged, and the last probe error logged:
+    /// each probe's result, and each new probe error, is logged once.
+    logged_probes: u64,
+    logged_probe_error: Option<String>,
 }
 
 impl FarmRt {
@@ -66,16 +70,27 @@ impl FarmRt {
         previous: Option<&FarmRt>,
     ) -> Self {
         let mut rt = Runtime::new(poll, poll_interval);
+        let name = farm.name.clone();
+        let mut fs = FarmFs::new(farm);
+        // A reload does not probe again (a converged farm makes no writes); a remount does. The
+        // probes the farm logged before the reload stay logged; a new link_dir's is a first one.
+        let mut logged_probes = 0;
         if let Some(p) = previous {
             rt.carry_over(&p.rt);
+            fs.inherit_caps(&p.fs);
+            if p.farm().link_dir == fs.farm().link_dir {
+                logged_probes = p.logged_probes;
+            }
         }
         FarmRt {
-            name: farm.name.clone(),
-            fs: FarmFs::new(farm),
+            name,
+            fs,
             rt,
             status: previous.map(|p| p.status.clone()).unwrap_or_default(),
             adopt_after,
             logged_state: None,
+            logged_probes,
+            logged_probe_error: None,
         }
     }
 
@@ -92,6 +107,11 @@ impl FarmRt {
     /// The counters.
     pub fn status(&self) -> &FarmStatus {
         &self.status
+    }
+
+    /// What link_dir's filesystem can do (SPEC §14); `None` before the first probe.
+    pub fn caps(&self) -> Option<Caps> {
+        self.fs.caps()
     }
 
     /// The runtime (passes, the last error, polling).
@@ -134,6 +154,52 @@ impl FarmRt {
         self.status.findings = plan.findings.iter().map(ToString::to_string).collect();
         self.status.flapping = self.rt.flapping().iter().map(|n| lossy(n)).collect();
         self.log_state_change(&plan.findings);
+        self.probe();
+    }
+
+    /// Probes link_dir's filesystem (SPEC §14) after a full pass, so that link_dir exists if the
+    /// pass could make it: at start-up, and again when link_dir is on another device (a remount).
+    /// Otherwise it costs one `fstat` and no write; a degraded farm waits until it is not. Each probe's result is logged once: at WARN
+    /// when a fallback leaves a window in which a client could lose a file, else at INFO.
+    fn probe(&mut self) {
+        // A degraded farm's link_dir is not written at all (SPEC §2), not even temp names.
+        if self.rt.state() == State::Degraded {
+            return;
+        }
+        match self.fs.probe_if_stale() {
+            Ok(_) => self.logged_probe_error = None,
+            Err(e) => {
+                let e = e.to_string();
+                if self.logged_probe_error.as_deref() != Some(e.as_str()) {
+                    warn!(farm = %self.name, "cannot probe the filesystem of link_dir: {e}");
+                    self.logged_probe_error = Some(e);
+                }
+            }
+        }
+        let (n, Some(caps)) = (self.fs.probes(), self.fs.caps()) else {
+            return;
+        };
+        if n == self.logged_probes {
+            return;
+        }
+        let again = self.logged_probes > 0;
+        self.logged_probes = n;
+        let when = if again {
+            "probed again (link_dir is on another device)"
+        } else {
+            "probed"
+        };
+        let dir = self.fs.farm().link_dir.display();
+        if caps.noreplace || !caps.link {
+            info!(farm = %self.name, "filesystem of {dir} {when}: {caps}; fallback: {}", caps.fallback());
+        } else {
+            warn!(
+                farm = %self.name,
+                "filesystem of {dir} {when}: {caps}; fallback: {}; window: {}",
+                caps.fallback(),
+                caps.window()
+            );
+        }
     }
 
     /// A spot pass over the names events reported in `link_dir`: only those names are read and

@@ -41,6 +41,12 @@ use watch::{Msg, Watches};
 /// own queue holds the rest, and reports an overflow if it fills).
 const MAX_BATCH: usize = 4096;
 
+/// How long a config file that is absent at a reload is waited for before the reload is reported
+/// failed: an editor that replaces the file (renames it away, then writes a new one) leaves no
+/// file for a moment, longer through FUSE or NFS. Tried again every [`CONFIG_RETRY`] meanwhile.
+const CONFIG_GRACE: Duration = Duration::from_secs(2);
+const CONFIG_RETRY: Duration = Duration::from_millis(100);
+
 /// What the loop drives: farms now, the inboxes of SPEC §10 next. A reconciler names the
 /// directories it depends on (the router routes their events, the loop watches them), carries
 /// out a look, and says when it wants one without an event.
@@ -106,6 +112,8 @@ struct Daemon {
     metrics_due: Option<Instant>,
     /// The inboxes' numbers as their thread last sent them.
     inbox_samples: Vec<metrics::InboxSample>,
+    /// The config file was absent at a reload: since when, and when to try again.
+    config_absent: Option<(Instant, Instant)>,
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives. `config` is already
@@ -123,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: Metrics::new(config.settings.metrics_file.clone()),
         metrics_due: None,
         inbox_samples: crate::inbox::zero_samples(&config),
+        config_absent: None,
         config_path: config.path.clone(),
         farms: Vec::new(),
         router: Router::default(),
@@ -208,6 +217,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             samples = None;
         }
         d.ping_watchdog();
+        reload |= d.config_absent.is_some_and(|(_, t)| t <= Instant::now());
         if reload {
             d.reload();
             if let Some(i) = &inboxes {
@@ -446,6 +456,7 @@ impl Daemon {
             .chain(self.next_resync)
             .chain(self.retry_watches.map(|(t, _)| t))
             .chain(self.metrics_due)
+            .chain(self.config_absent.map(|(_, t)| t))
             .chain(self.watchdog.map(|(_, t)| t))
             .min()
     }
@@ -509,6 +520,7 @@ impl Daemon {
         notify(&states);
         match load::load_for_start(&self.config_path) {
             Ok(new) => {
+                self.config_absent = None;
                 info!("reloaded {}", self.config_path.display());
                 self.reload_error = None;
                 self.config = new;
@@ -516,7 +528,11 @@ impl Daemon {
                 let previous = std::mem::take(&mut self.farms);
                 self.install_farms(previous);
             }
+            Err(e) if self.config_briefly_absent() => {
+                debug!("reload: {e}; the config is absent (being replaced?), trying again shortly");
+            }
             Err(e) => {
+                self.config_absent = None;
                 error!("reload failed, the previous config stays in force: {e}");
                 self.reload_error = Some(e.to_string());
                 self.unpublished = true;
@@ -524,6 +540,22 @@ impl Daemon {
                 self.full_all();
             }
         }
+    }
+}
+
+impl Daemon {
+    /// Whether the config file is absent now and has been for less than [`CONFIG_GRACE`]; if so,
+    /// a reload is due again in [`CONFIG_RETRY`]. The new file's own event also reloads at once.
+    fn config_briefly_absent(&mut self) -> bool {
+        let absent = std::fs::symlink_metadata(&self.config_path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        let now = Instant::now();
+        let since = self.config_absent.map_or(now, |(s, _)| s);
+        if !absent || now.duration_since(since) >= CONFIG_GRACE {
+            return false;
+        }
+        self.config_absent = Some((since, now + CONFIG_RETRY));
+        true
     }
 }
 

@@ -41,6 +41,13 @@ pub fn state_json(
                 "findings": s.findings,
                 "flapping": s.flapping,
                 "polling": rt.poll_setting(),
+                "filesystem": f.caps().map(|c| json!({
+                    "exchange": c.exchange,
+                    "noreplace": c.noreplace,
+                    "link": c.link,
+                    "fallback": c.fallback(),
+                    "window": c.window(),
+                })),
             })
         })
         .collect();
@@ -158,6 +165,14 @@ pub fn status(state_file: &Path, json_out: bool) -> ExitCode {
             );
             for x in f["findings"].as_array().into_iter().flatten() {
                 println!("  ! {}", x.as_str().unwrap_or_default());
+            }
+            let fs = &f["filesystem"];
+            if fs["exchange"] == false || fs["noreplace"] == false {
+                println!(
+                    "  filesystem fallback: {}; window: {}",
+                    fs["fallback"].as_str().unwrap_or("?"),
+                    fs["window"].as_str().unwrap_or("?")
+                );
             }
             if let Some(e) = f["last_error"].as_str() {
                 println!("  error: {e}");
