@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Metrics and alerts against the real Prometheus tools (SPEC §12, issue 14):
 #   1. the shipped alert rules: `promtool check rules` and `promtool test rules` on synthetic series;
-#   2. a scripted day of `linkfarm run` with settings.metrics_file (repairs, an adoption, a
-#      degraded farm, a flapping link): `promtool check metrics` on the file it writes after each
-#      step reports no lint problem, the file is 0644 and no temp file is left;
+#   2. a scripted day of `linkfarm run` with settings.metrics_file (repairs, an adoption, an
+#      accepted and a refused upload into an inbox, a degraded farm, a flapping link):
+#      `promtool check metrics` on the file it writes after each step reports no lint problem,
+#      the file is 0644 and no temp file is left;
 #   3. a private prometheus-node-exporter on 127.0.0.1 with --collector.textfile.directory at the
 #      test's directory: a broken link moves linkfarm_repairs_total as node exporter serves it,
 #      with node_textfile_scrape_error 0.
@@ -45,7 +46,7 @@ LF=${CARGO_TARGET_DIR:-$PWD/target}/release/linkfarm
 MODELS=$T/models
 UP=$T/upload
 PROM=$T/textfile/linkfarm.prom
-mkdir -p "$MODELS"/{checkpoints,loras,vae} "$T/textfile"
+mkdir -p "$MODELS"/{checkpoints,loras,vae} "$T/textfile" "$T/inbox"
 cat >"$T/linkfarm.yaml" <<EOF
 version: 1
 farms:
@@ -53,7 +54,14 @@ farms:
     target_dir: models
     link_dir: upload
     entries: [checkpoints, loras, vae]
+inboxes:
+  - name: models-inbox
+    dir: inbox
+    target_dir: models
+    folders: [loras]
+    settle: 1s
 settings:
+  upload_log: uploads.jsonl
   adopt_after: 1s
   resync_interval: 4s
   state_file: state.json
@@ -84,6 +92,8 @@ lint_clean() { # promtool reads the exposition on stdin; any output is a lint pr
     out=$(promtool check metrics <"$PROM" 2>&1) && [ -z "$out" ] || { echo "$out"; return 1; }
 }
 FARM='farm="models-upload"'
+INBOX='inbox="models-inbox"'
+inbox_files() { metric linkfarm_inbox_files_total "$INBOX" "result=\"$1\"" "reason=\"$2\""; }
 repairs() { metric linkfarm_repairs_total "$FARM" "action=\"$1\"" "reason=\"$2\""; }
 
 "$LF" run -c "$T/linkfarm.yaml" 2>"$T/linkfarm.log" &
@@ -94,6 +104,9 @@ check "every repair counter is exported from start-up" has 0 linkfarm_repairs_to
 check "the start-up creates are counted" has 3 linkfarm_repairs_total "$FARM" 'action="create"' 'reason="missing"'
 check "links and links_ok" has 3 linkfarm_farm_links_ok "$FARM"
 check "build_info carries the version" at_least 1 linkfarm_build_info 'version="'
+check "every inbox counter is exported from start-up" has 0 linkfarm_inbox_files_total "$INBOX" 'result="refuse"' 'reason="scanner"'
+check "the inbox's pending and accepted bytes from start-up" \
+    test "$(metric linkfarm_inbox_pending "$INBOX"):$(metric linkfarm_inbox_accepted_bytes_total "$INBOX")" = 0:0
 check "promtool check metrics: no lint problem after start-up" lint_clean
 check "the file is mode 0644 for node exporter's user" test "$(stat -c %a "$PROM")" = 644
 
@@ -117,6 +130,25 @@ check "the folder's file is adopted (adopt/conflict)" wait_until 15 has 1 linkfa
 check "and the link made in its place (create/adopted)" wait_until 15 has 1 linkfarm_repairs_total "$FARM" 'action="create"' 'reason="adopted"'
 check "the adopted model is in the target" test -f "$MODELS/checkpoints/model.safetensors"
 check "promtool check metrics: no lint problem after the repairs" lint_clean
+
+# Early afternoon: an upload into the inbox is accepted, another one refused for its format.
+python3 - "$T/lora.safetensors" <<'PY'
+import json, struct, sys
+n = 4096
+header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(header)) + header + bytes(n))
+PY
+SIZE=$(stat -c %s "$T/lora.safetensors")
+check "the daemon makes the inbox's folder" wait_until 10 test -d "$T/inbox/loras"
+cp "$T/lora.safetensors" "$T/inbox/loras/.lora.safetensors.part" && mv "$T/inbox/loras/.lora.safetensors.part" "$T/inbox/loras/lora.safetensors"
+echo "not a model" >"$T/inbox/loras/notes.exe"
+check "an accepted upload is counted as accept/valid" wait_until 15 has 1 linkfarm_inbox_files_total "$INBOX" 'result="accept"' 'reason="valid"'
+check "a refused upload is counted as refuse/format" wait_until 15 has 1 linkfarm_inbox_files_total "$INBOX" 'result="refuse"' 'reason="format"'
+check "the accepted bytes are the upload's size ($SIZE)" has "$SIZE" linkfarm_inbox_accepted_bytes_total "$INBOX"
+check "nothing pending once both are decided" has 0 linkfarm_inbox_pending "$INBOX"
+check "the accepted model is in the target" test -f "$MODELS/loras/lora.safetensors"
+check "promtool check metrics: no lint problem with the inbox series moved" lint_clean
 
 # Afternoon: the models volume goes away, and comes back.
 mv "$MODELS" "$T/models.away"

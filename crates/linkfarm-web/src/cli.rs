@@ -29,9 +29,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
         linkfarm_core::paths::normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
     let text = std::fs::read_to_string(&file)
         .map_err(|e| format!("{}: cannot read the config: {e}", file.display()))?;
-    linkfarm_core::parse_config(&text, &file, &SystemIds).map_err(|e| e.to_string())?;
+    let config = linkfarm_core::parse_config(&text, &file, &SystemIds).map_err(|e| e.to_string())?;
     let web = linkfarm_core::web::parse_web(&text, &file).map_err(|e| e.to_string())?;
-    let (mut inboxes, upload_log) = crate::inbox::from_config_text(&text, &file)?;
+    let (mut inboxes, upload_log) = crate::inbox::from_config(&config);
     if let Some(names) = &web.inboxes {
         for n in names {
             if !inboxes.iter().any(|i| &i.name == n) {

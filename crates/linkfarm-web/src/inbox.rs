@@ -2,23 +2,17 @@
 //!
 //! [`InboxSpec`] holds only the fields the web service decides with: where the folders are,
 //! which formats and sizes the inbox accepts, and what happens to a name that exists. It is
-//! read from the config text by [`from_config_text`] until the daemon's validated inbox type
-//! exists on main; switching to that type means rewriting only [`from_config_text`].
+//! taken from the validated config (core's `Inbox`) by [`from_config`]; with `folders: "*"` the
+//! folders are listed as the daemon lists them (`exclude`, the reserved names and the refused
+//! folder left out), so the page never offers a folder the daemon does not serve.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use linkfarm_core::web::parse_size;
+pub use linkfarm_core::inbox::OnExists;
+use linkfarm_core::inbox::RESERVED_PREFIX;
+use linkfarm_core::names::NameFilter;
+use linkfarm_core::Config;
 use linkfarm_formats::FileType;
-use serde::Deserialize;
-
-/// `on_exists` of an inbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnExists {
-    /// A name that exists in the target is refused.
-    Refuse,
-    /// The daemon picks `name (2).ext`.
-    Rename,
-}
 
 /// Which folders an inbox has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +34,11 @@ pub struct InboxSpec {
     pub target_dir: PathBuf,
     /// The folders.
     pub folders: Folders,
+    /// With `folders: "*"`: subdirectories of `target_dir` that are not folders of the inbox.
+    pub exclude: NameFilter,
+    /// Where refused files go; a subdirectory of `target_dir` named as its top folder is not
+    /// offered (the daemon leaves it out too).
+    pub refused_dir: PathBuf,
     /// Model formats accepted: `safetensors`, `gguf`, `pickle`.
     pub accept: Vec<String>,
     /// Companion extensions accepted beside models (`png`, `json`, ...).
@@ -72,14 +71,30 @@ impl InboxSpec {
                     .flatten()
                     .flatten()
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| !n.starts_with('.'))
+                    .map(|e| e.file_name())
+                    .filter(|n| !self.ignores(n))
+                    .filter_map(|n| n.into_string().ok())
                     .map(|n| (n.clone(), n))
                     .collect();
                 out.sort();
                 out
             }
         }
+    }
+
+    /// Whether a subdirectory of `target_dir` is left out of `folders: "*"`, by the rule of the
+    /// daemon's `linkfarm_core::inbox::decide::folders`.
+    fn ignores(&self, name: &std::ffi::OsStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let refused = self
+            .refused_dir
+            .strip_prefix(&self.dir)
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str());
+        name.as_bytes().starts_with(RESERVED_PREFIX.as_bytes())
+            || self.exclude.is_match(name)
+            || Some(name) == refused
     }
 
     /// The target subdirectory of `folder`, if the inbox has that folder.
@@ -109,119 +124,89 @@ impl InboxSpec {
     }
 }
 
-#[derive(Deserialize)]
-struct Lenient {
-    #[serde(default)]
-    inboxes: Vec<LenientInbox>,
-    #[serde(default)]
-    settings: Option<LenientSettings>,
+/// The inboxes and the upload log path of a validated config, as the web service sees them.
+pub fn from_config(config: &Config) -> (Vec<InboxSpec>, PathBuf) {
+    let inboxes = config
+        .inboxes
+        .iter()
+        .map(|i| InboxSpec {
+            name: i.name.clone(),
+            dir: i.dir.clone(),
+            target_dir: i.target_dir.clone(),
+            folders: match i.explicit() {
+                None => Folders::All,
+                Some(l) => Folders::List(l.iter().map(|f| (f.folder.clone(), f.target.clone())).collect()),
+            },
+            exclude: i.exclude.clone(),
+            refused_dir: i.refused_dir.clone(),
+            accept: i.accept.iter().map(|f| f.as_str().to_owned()).collect(),
+            companions: i.companions.clone(),
+            max_size: i.max_size,
+            companion_max_size: i.companion_max_size,
+            on_exists: i.on_exists,
+        })
+        .collect();
+    (inboxes, config.settings.upload_log.clone())
 }
 
-#[derive(Deserialize)]
-struct LenientSettings {
-    upload_log: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LenientFolders {
-    All(String),
-    List(Vec<LenientFolder>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LenientFolder {
-    Same(String),
-    Map { folder: String, target: String },
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LenientSize {
-    Bytes(u64),
-    Text(String),
-}
-
-#[derive(Deserialize)]
-struct LenientInbox {
-    name: String,
-    dir: String,
-    target_dir: String,
-    folders: Option<LenientFolders>,
-    accept: Option<Vec<String>>,
-    companions: Option<Vec<String>>,
-    max_size: Option<LenientSize>,
-    companion_max_size: Option<LenientSize>,
-    on_exists: Option<String>,
-}
-
-/// Default of `settings.upload_log` (SPEC §10).
-pub const DEFAULT_UPLOAD_LOG: &str = "/var/lib/linkfarm/uploads.jsonl";
-
-/// The inboxes and the upload log path of a config file's text (`file` absolute), with SPEC
-/// §10's defaults. The whole file has been validated by the core before this is called.
-pub fn from_config_text(text: &str, file: &Path) -> Result<(Vec<InboxSpec>, PathBuf), String> {
-    let raw: Lenient = serde_saphyr::from_str(text).map_err(|e| format!("{}: {e}", file.display()))?;
-    let base = file.parent().unwrap_or(Path::new("/"));
-    let abs = |p: &str| linkfarm_core::paths::absolutize(base, Path::new(p));
-    let size = |s: Option<LenientSize>, default: u64, key: &str, inbox: &str| match s {
-        None => Ok(default),
-        Some(LenientSize::Bytes(n)) => Ok(n),
-        Some(LenientSize::Text(t)) => {
-            parse_size(&t).map_err(|e| format!("{}: inbox `{inbox}`: `{key}`: {e}", file.display()))
+    struct NoIds;
+    impl linkfarm_core::IdLookup for NoIds {
+        fn user(&self, _: &str) -> Option<u32> {
+            None
         }
-    };
-    let mut out = Vec::new();
-    for r in raw.inboxes {
-        let folders = match r.folders {
-            None => Folders::All,
-            Some(LenientFolders::All(s)) if s == "*" => Folders::All,
-            Some(LenientFolders::All(s)) => {
-                return Err(format!(
-                    "{}: inbox `{}`: folders: `{s}` is neither \"*\" nor a list",
-                    file.display(),
-                    r.name
-                ))
-            }
-            Some(LenientFolders::List(l)) => Folders::List(
-                l.into_iter()
-                    .map(|f| match f {
-                        LenientFolder::Same(n) => (n.clone(), n),
-                        LenientFolder::Map { folder, target } => (folder, target),
-                    })
-                    .collect(),
-            ),
-        };
-        let on_exists = match r.on_exists.as_deref() {
-            None | Some("refuse") => OnExists::Refuse,
-            Some("rename") => OnExists::Rename,
-            Some(o) => {
-                return Err(format!(
-                    "{}: inbox `{}`: on_exists: `{o}`",
-                    file.display(),
-                    r.name
-                ))
-            }
-        };
-        out.push(InboxSpec {
-            max_size: size(r.max_size, 100 << 30, "max_size", &r.name)?,
-            companion_max_size: size(r.companion_max_size, 20 << 20, "companion_max_size", &r.name)?,
-            dir: abs(&r.dir),
-            target_dir: abs(&r.target_dir),
-            folders,
-            accept: r
-                .accept
-                .unwrap_or_else(|| vec!["safetensors".into(), "gguf".into()]),
-            companions: r.companions.unwrap_or_default(),
-            on_exists,
-            name: r.name,
-        });
+        fn group(&self, _: &str) -> Option<u32> {
+            None
+        }
     }
-    let log = raw
-        .settings
-        .and_then(|s| s.upload_log)
-        .map(|p| abs(&p))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_UPLOAD_LOG));
-    Ok((out, log))
+
+    fn spec(yaml_inbox: &str, subdirs: &[&str]) -> (InboxSpec, PathBuf, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in subdirs {
+            std::fs::create_dir_all(tmp.path().join("models").join(d)).unwrap();
+        }
+        let file = tmp.path().join("linkfarm.yaml");
+        let text = format!(
+            "version: 1\ninboxes:\n  - name: up\n    dir: inbox\n    target_dir: models\n{yaml_inbox}\
+             settings:\n  upload_log: logs/uploads.jsonl\n"
+        );
+        let config = linkfarm_core::parse_config(&text, &file, &NoIds).unwrap();
+        let (mut specs, log) = from_config(&config);
+        (specs.remove(0), log, tmp)
+    }
+
+    #[test]
+    fn all_folders_leave_out_what_the_daemon_leaves_out() {
+        let (s, log, tmp) = spec(
+            "    exclude: [\"old-*\"]\n",
+            &["loras", "old-sd15", ".hidden", "_refused", ".linkfarm-x", "vae"],
+        );
+        assert_eq!(log, tmp.path().join("logs/uploads.jsonl"));
+        assert_eq!(s.folders, Folders::All);
+        let names: Vec<String> = s.folder_list().into_iter().map(|(f, _)| f).collect();
+        // `.hidden` is offered: this inbox's exclude replaces the default `.*`, as in the daemon.
+        assert_eq!(names, [".hidden", "loras", "vae"]);
+        assert_eq!(s.target_of("old-sd15"), None);
+    }
+
+    #[test]
+    fn the_default_exclude_and_the_other_keys_carry_over() {
+        let (s, _, _tmp) = spec(
+            "    folders: [loras, { folder: Lora, target: loras }]\n    accept: [gguf]\n    \
+             companions: [png]\n    max_size: 2MiB\n    on_exists: rename\n",
+            &["loras"],
+        );
+        assert_eq!(
+            s.folder_list(),
+            [("loras".into(), "loras".into()), ("Lora".into(), "loras".into())]
+        );
+        assert_eq!(s.accept, ["gguf"]);
+        assert_eq!(s.companions, ["png"]);
+        assert_eq!(s.max_size, 2 << 20);
+        assert_eq!(s.on_exists, OnExists::Rename);
+        assert!(s.exclude.is_match(".x"));
+    }
 }

@@ -59,6 +59,8 @@ impl Env {
                 dir: self.root.join("inbox"),
                 target_dir: self.root.join("models"),
                 folders: Folders::All,
+                exclude: linkfarm_core::names::NameFilter::new([".*"]).unwrap(),
+                refused_dir: self.root.join("inbox/_refused"),
                 accept: vec!["safetensors".into(), "gguf".into()],
                 companions: vec!["png".into()],
                 max_size: 10 << 20,

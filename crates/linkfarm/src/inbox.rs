@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,7 @@ use linkfarm_fs::inbox::{InboxFs, NotMoved, NotTaken, Seen, Taken};
 use serde_json::{json, Value};
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::{InboxCounts, InboxSample};
 use crate::scanner::{retry_after, scan, Scan, SCAN_TIMEOUT};
 use crate::worker::{self, Request, Spawn};
 
@@ -43,6 +45,10 @@ pub struct InboxStatus {
     pub accepted: u64,
     /// Refused since start.
     pub refused: u64,
+    /// Decisions since start per `(result, reason)`, for the metrics.
+    pub files: InboxCounts,
+    /// Bytes accepted since start.
+    pub accepted_bytes: u64,
     /// Things left where they are (symlinks, FIFOs, a folder that is not one), and failures.
     pub findings: Vec<String>,
     /// Whether a folder of the inbox is in conflict (something not a folder at `dir/<folder>`).
@@ -482,8 +488,14 @@ impl Runner {
         );
         let wu = web_user.as_deref().unwrap_or("");
         let target = r.target.display();
+        *self
+            .status
+            .files
+            .entry((r.action, r.reason.as_str()))
+            .or_default() += 1;
         if r.action == "accept" {
             self.status.accepted += 1;
+            self.status.accepted_bytes += r.size;
             info!(inbox = %r.inbox, folder = %r.folder, file = %r.file, action = r.action, reason = r.reason.as_str(),
                 format, kind, size = r.size, sha256 = sha, uid = r.uid, target = %target, web_user = wu,
                 "accepted {}/{} into {target}", r.folder, r.file);
@@ -580,28 +592,50 @@ enum Hint {
 /// The inboxes of the daemon, on a thread of their own.
 pub struct Service {
     tx: mpsc::Sender<Hint>,
+    /// A byte written here wakes the thread's poll for a hint: it never polls the channel.
+    wake: UnixStream,
     thread: std::thread::JoinHandle<()>,
+    samples: Samples,
 }
+
+/// The inboxes' numbers for the metrics, as the inbox thread last sent them: a new value only
+/// when a number changed, so an idle inbox never wakes the daemon's loop.
+pub type Samples = tokio::sync::watch::Receiver<Vec<InboxSample>>;
 
 impl Service {
     /// Starts the thread for `config`'s inboxes (it idles when there are none).
     pub fn start(config: &Config, spawn: Spawn) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel();
+        let (wake, woken) = UnixStream::pair()?;
+        woken.set_nonblocking(true)?;
+        let (samples_tx, samples) = tokio::sync::watch::channel(zero_samples(config));
         let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("inboxes".into())
-            .spawn(move || service(config, spawn, rx))?;
-        Ok(Service { tx, thread })
+            .spawn(move || service(config, spawn, rx, &woken, &samples_tx))?;
+        Ok(Service {
+            tx,
+            wake,
+            thread,
+            samples,
+        })
+    }
+
+    /// The inboxes' numbers for the metrics; the value changes when a number does.
+    pub fn samples(&self) -> Samples {
+        self.samples.clone()
     }
 
     /// Hands a reloaded config over.
     pub fn reload(&self, config: &Config) {
         let _ = self.tx.send(Hint::Config(Box::new(config.clone())));
+        let _ = (&self.wake).write(&[1]);
     }
 
     /// Stops after the file in progress, and waits.
     pub fn stop(self) {
         let _ = self.tx.send(Hint::Stop);
+        let _ = (&self.wake).write(&[1]);
         let _ = self.thread.join();
     }
 }
@@ -632,7 +666,70 @@ fn open_runners(config: &Config, spawn: &Spawn) -> BTreeMap<String, Runner> {
     out
 }
 
-fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
+/// Every configured inbox's numbers at 0: what the metrics show before the inbox thread's first
+/// pass, so that the first file written already has every inbox counter.
+pub fn zero_samples(config: &Config) -> Vec<InboxSample> {
+    samples_of(config, &BTreeMap::new())
+}
+
+/// Every configured inbox's numbers (0 for one that is not open), in config order.
+fn samples_of(config: &Config, runners: &BTreeMap<String, Runner>) -> Vec<InboxSample> {
+    config
+        .inboxes
+        .iter()
+        .map(|i| match runners.get(&i.name) {
+            Some(r) => InboxSample {
+                name: i.name.clone(),
+                files: r.status.files.clone(),
+                pending: r.status.pending as u64,
+                accepted_bytes: r.status.accepted_bytes,
+            },
+            None => InboxSample {
+                name: i.name.clone(),
+                ..InboxSample::default()
+            },
+        })
+        .collect()
+}
+
+/// Sends the numbers to the daemon's loop when they changed (only then is it woken).
+fn send_samples(
+    tx: &tokio::sync::watch::Sender<Vec<InboxSample>>,
+    config: &Config,
+    runners: &BTreeMap<String, Runner>,
+) {
+    let new = samples_of(config, runners);
+    tx.send_if_modified(|cur| {
+        let changed = *cur != new;
+        if changed {
+            *cur = new;
+        }
+        changed
+    });
+}
+
+/// The runners of a reloaded config; an inbox that stays keeps its counters (they are counters
+/// since the daemon's start, as the farms' are).
+fn reopen(config: &Config, spawn: &Spawn, old: BTreeMap<String, Runner>) -> BTreeMap<String, Runner> {
+    let mut runners = open_runners(config, spawn);
+    for (name, r) in &mut runners {
+        if let Some(o) = old.get(name) {
+            r.status.accepted = o.status.accepted;
+            r.status.refused = o.status.refused;
+            r.status.files = o.status.files.clone();
+            r.status.accepted_bytes = o.status.accepted_bytes;
+        }
+    }
+    runners
+}
+
+fn service(
+    mut config: Config,
+    spawn: Spawn,
+    rx: mpsc::Receiver<Hint>,
+    woken: &UnixStream,
+    samples: &tokio::sync::watch::Sender<Vec<InboxSample>>,
+) {
     let mut runners = open_runners(&config, &spawn);
     let mut inotify = match Inotify::init() {
         Ok(i) => Some(i),
@@ -653,7 +750,8 @@ fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
             match rx.recv() {
                 Ok(Hint::Config(c)) => {
                     config = *c;
-                    runners = open_runners(&config, &spawn);
+                    runners = reopen(&config, &spawn, std::mem::take(&mut runners));
+                    send_samples(samples, &config, &runners);
                     next_pass = SystemTime::now();
                     continue;
                 }
@@ -670,59 +768,76 @@ fn service(mut config: Config, spawn: Spawn, rx: mpsc::Receiver<Hint>) {
                 }
             }
             write_status(&config, &runners);
-            if let Some(ino) = &mut inotify {
-                rewatch(ino, &runners, &mut watched);
-            }
+            send_samples(samples, &config, &runners);
             next_pass = next;
+            if let Some(ino) = &mut inotify {
+                if rewatch(ino, &runners, &mut watched) {
+                    // A file written into a folder before its watch existed made no event: one
+                    // more pass, at once, sees it.
+                    next_pass = SystemTime::now();
+                }
+            }
         }
         match rx.try_recv() {
             Ok(Hint::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
             Ok(Hint::Config(c)) => {
                 config = *c;
-                runners = open_runners(&config, &spawn);
+                runners = reopen(&config, &spawn, std::mem::take(&mut runners));
+                send_samples(samples, &config, &runners);
                 next_pass = SystemTime::now();
                 continue;
             }
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        // Wait for a hint, the next settle time, or 200 ms to look at the channel again.
-        let wait = next_pass
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_millis(200));
-        match &mut inotify {
-            Some(ino) => {
-                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
-                let ms = u16::try_from(wait.as_millis()).unwrap_or(200);
-                if nix::poll::poll(&mut fds, ms).unwrap_or(0) > 0 {
-                    let mut hinted = false;
-                    while let Ok(events) = ino.read_events(&mut buf) {
-                        let mut any = false;
-                        for _ in events {
-                            any = true;
-                        }
-                        if !any {
-                            break;
-                        }
-                        hinted = true;
-                    }
-                    if hinted {
-                        // Events are hints: one pass for a burst, a moment after it.
-                        next_pass = next_pass.min(SystemTime::now() + Duration::from_millis(50));
-                    }
+        // Wait for an event, a hint on the channel (announced by a byte on `woken`) or the next
+        // settle time, and for nothing else: an idle inbox costs no wake-up. (RESCAN is below
+        // the u16 milliseconds of poll.)
+        let wait = next_pass.duration_since(SystemTime::now()).unwrap_or_default();
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let pollin = nix::poll::PollFlags::POLLIN;
+        let mut fds = vec![nix::poll::PollFd::new(woken.as_fd(), pollin)];
+        if let Some(ino) = &inotify {
+            fds.push(nix::poll::PollFd::new(ino.as_fd(), pollin));
+        }
+        let _ = nix::poll::poll(&mut fds, ms);
+        let (hint, event) = (
+            fds[0].any().unwrap_or(false),
+            fds.get(1).is_some_and(|f| f.any().unwrap_or(false)),
+        );
+        drop(fds);
+        if hint {
+            // The hint itself is read from the channel at the top of the loop.
+            let mut b = [0u8; 64];
+            while matches!((&*woken).read(&mut b), Ok(n) if n > 0) {}
+        }
+        if let Some(ino) = inotify.as_mut().filter(|_| event) {
+            let mut hinted = false;
+            while let Ok(events) = ino.read_events(&mut buf) {
+                let mut any = false;
+                for _ in events {
+                    any = true;
                 }
+                if !any {
+                    break;
+                }
+                hinted = true;
             }
-            None => std::thread::sleep(wait),
+            if hinted {
+                // Events are hints: one pass for a burst, a moment after it.
+                next_pass = next_pass.min(SystemTime::now() + Duration::from_millis(50));
+            }
         }
     }
 }
 
 /// Watches every folder and subfolder the last passes walked; drops watches of the rest.
+/// Returns whether a watch was added.
 fn rewatch(
     ino: &mut Inotify,
     runners: &BTreeMap<String, Runner>,
     watched: &mut BTreeMap<PathBuf, inotify::WatchDescriptor>,
-) {
+) -> bool {
+    let mut added = false;
     let want: std::collections::BTreeSet<&PathBuf> = runners.values().flat_map(|r| r.dirs.iter()).collect();
     let gone: Vec<PathBuf> = watched.keys().filter(|p| !want.contains(p)).cloned().collect();
     for p in gone {
@@ -735,11 +850,13 @@ fn rewatch(
             match ino.watches().add(p, mask()) {
                 Ok(wd) => {
                     watched.insert(p.clone(), wd);
+                    added = true;
                 }
                 Err(e) => debug!("cannot watch {}: {e}", p.display()),
             }
         }
     }
+    added
 }
 
 fn write_status(config: &Config, runners: &BTreeMap<String, Runner>) {

@@ -14,13 +14,14 @@
 //! `--collector.textfile.directory`, and a missing one means node exporter is not set up (or
 //! reads elsewhere). That is logged once and reported by `doctor`.
 //!
-//! Inboxes (SPEC §10) plug in as a second kind of sample: an `InboxSample` (name, files per
+//! Inboxes (SPEC §10) are the second kind of sample: an [`InboxSample`] per inbox (files per
 //! `(result, reason)` with result = the record's action `accept`/`refuse`, pending, accepted
-//! bytes) passed to [`Metrics::update`] next to the farms, and rendered by [`render`] as
-//! `linkfarm_inbox_files_total{inbox,result,reason}`, `linkfarm_inbox_pending{inbox}` and
-//! `linkfarm_inbox_accepted_bytes_total{inbox}`, each inbox exported from start-up at 0 like the
-//! farms below. The alert rules (`packaging/prometheus/linkfarm.rules.yml`) already use them.
-
+//! bytes), rendered as `linkfarm_inbox_files_total{inbox,result,reason}`,
+//! `linkfarm_inbox_pending{inbox}` and `linkfarm_inbox_accepted_bytes_total{inbox}`, every pair
+//! of [`INBOX_FILES`] at 0 from start-up. The inbox thread only hands its samples over (a
+//! `tokio::sync::watch` channel, sent to only when a number changed); this module, on the
+//! daemon's loop, stays the one writer of the file. The alert rules
+//! (`packaging/prometheus/linkfarm.rules.yml`) use these series.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -56,6 +57,21 @@ pub const REPAIRS: [(&str, &str); 12] = [
     ("quarantine", "race"),
 ];
 
+/// Every `(result, reason)` an inbox decision can have (SPEC §10): `accept` is always `valid`
+/// (a rename under `on_exists: rename` included), `refuse` has one reason per check. Each is
+/// exported from start-up at 0 for every inbox; a pair outside this list is still counted.
+pub const INBOX_FILES: [(&str, &str); 9] = [
+    ("accept", "valid"),
+    ("refuse", "not_plain"),
+    ("refuse", "too_large"),
+    ("refuse", "format"),
+    ("refuse", "corrupt"),
+    ("refuse", "unsafe"),
+    ("refuse", "kind"),
+    ("refuse", "scanner"),
+    ("refuse", "exists"),
+];
+
 /// Upper bounds of the pass duration buckets, in seconds: a spot pass takes tens of
 /// microseconds, a full pass of a large farm on a slow disk seconds.
 pub const BUCKETS: [f64; 12] = [
@@ -82,6 +98,35 @@ pub struct FarmSample<'a> {
     pub failures: u64,
     /// Wall time of the last pass.
     pub last_pass: Option<SystemTime>,
+}
+
+/// Decisions of one inbox, counted per `(result, reason)`.
+pub type InboxCounts = BTreeMap<(&'static str, &'static str), u64>;
+
+/// What the metrics say about one inbox: owned, as it crosses from the inbox thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxSample {
+    /// The inbox's name (escaped when rendered).
+    pub name: String,
+    /// Files decided, per `(result, reason)`.
+    pub files: InboxCounts,
+    /// Files waiting.
+    pub pending: u64,
+    /// Bytes of the files accepted.
+    pub accepted_bytes: u64,
+}
+
+impl InboxSample {
+    /// Every counter of the sample, the fixed pairs of [`INBOX_FILES`] at 0 included, in order.
+    pub fn all_files(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let fixed = INBOX_FILES
+            .iter()
+            .filter(|p| !self.files.contains_key(p))
+            .map(|p| (*p, 0));
+        let mut all: Vec<_> = self.files.iter().map(|(k, v)| (*k, *v)).chain(fixed).collect();
+        all.sort();
+        all
+    }
 }
 
 /// A cumulative histogram of pass durations.
@@ -193,9 +238,15 @@ impl Metrics {
     /// last write is [`MIN_INTERVAL`] ago. Returns when to call again because a change is held
     /// back, or `None` when nothing is pending (also after a failed write: the next pass tries
     /// again, so a missing directory costs no wake-ups).
-    pub fn update(&mut self, process: &Process, farms: &[FarmSample<'_>], now: Instant) -> Option<Instant> {
+    pub fn update(
+        &mut self,
+        process: &Process,
+        farms: &[FarmSample<'_>],
+        inboxes: &[InboxSample],
+        now: Instant,
+    ) -> Option<Instant> {
         let path = self.path.clone()?;
-        let text = render(process, farms, &self.passes);
+        let text = render(process, farms, inboxes, &self.passes);
         if self.written.as_ref() == Some(&text) {
             return None;
         }
@@ -259,7 +310,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The whole file in the text exposition format.
-pub fn render(process: &Process, farms: &[FarmSample<'_>], passes: &Histogram) -> String {
+pub fn render(
+    process: &Process,
+    farms: &[FarmSample<'_>],
+    inboxes: &[InboxSample],
+    passes: &Histogram,
+) -> String {
     let mut o = String::new();
     family(
         &mut o,
@@ -397,7 +453,58 @@ pub fn render(process: &Process, farms: &[FarmSample<'_>], passes: &Histogram) -
     );
     let _ = writeln!(o, "linkfarm_pass_duration_seconds_sum {}", passes.sum);
     let _ = writeln!(o, "linkfarm_pass_duration_seconds_count {}", passes.count);
+    if !inboxes.is_empty() {
+        render_inboxes(&mut o, inboxes);
+    }
     o
+}
+
+fn render_inboxes(o: &mut String, inboxes: &[InboxSample]) {
+    family(
+        o,
+        "linkfarm_inbox_files_total",
+        "counter",
+        "Files decided by the inbox, by result and reason (the journal's LINKFARM_ACTION and LINKFARM_REASON).",
+    );
+    for i in inboxes {
+        for ((result, reason), n) in i.all_files() {
+            let _ = writeln!(
+                o,
+                "linkfarm_inbox_files_total{{inbox=\"{}\",result=\"{}\",reason=\"{}\"}} {n}",
+                escape(&i.name),
+                escape(result),
+                escape(reason)
+            );
+        }
+    }
+    family(
+        o,
+        "linkfarm_inbox_pending",
+        "gauge",
+        "Files waiting in the inbox (being written, settling, or retried after a failed check).",
+    );
+    for i in inboxes {
+        let _ = writeln!(
+            o,
+            "linkfarm_inbox_pending{{inbox=\"{}\"}} {}",
+            escape(&i.name),
+            i.pending
+        );
+    }
+    family(
+        o,
+        "linkfarm_inbox_accepted_bytes_total",
+        "counter",
+        "Bytes of the files the inbox accepted.",
+    );
+    for i in inboxes {
+        let _ = writeln!(
+            o,
+            "linkfarm_inbox_accepted_bytes_total{{inbox=\"{}\"}} {}",
+            escape(&i.name),
+            i.accepted_bytes
+        );
+    }
 }
 
 /// The temp file's name: hidden and not ending in `.prom`, so node exporter never reads it.
@@ -479,6 +586,7 @@ mod tests {
         let text = render(
             &process(),
             &[sample("we\"ird\\farm\nname", "drift", &r)],
+            &[],
             &Histogram::default(),
         );
         assert!(
@@ -495,7 +603,12 @@ mod tests {
     #[test]
     fn every_state_and_every_repair_pair_is_exported_from_the_start() {
         let r = RepairCounts::new();
-        let text = render(&process(), &[sample("m", "degraded", &r)], &Histogram::default());
+        let text = render(
+            &process(),
+            &[sample("m", "degraded", &r)],
+            &[],
+            &Histogram::default(),
+        );
         for s in STATES {
             let v = if s == "degraded" { 1 } else { 0 };
             assert!(
@@ -521,7 +634,12 @@ mod tests {
         let mut r = RepairCounts::new();
         r.insert(("create", "missing"), 2);
         r.insert(("relabel", "selinux"), 1);
-        let text = render(&process(), &[sample("m", "converged", &r)], &Histogram::default());
+        let text = render(
+            &process(),
+            &[sample("m", "converged", &r)],
+            &[],
+            &Histogram::default(),
+        );
         assert!(text.contains("action=\"create\",reason=\"missing\"} 2\n"));
         assert!(text.contains("action=\"relabel\",reason=\"selinux\"} 1\n"));
         let j = repairs_json(&r);
@@ -536,7 +654,7 @@ mod tests {
         h.observe(Duration::from_micros(50));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
-        let text = render(&process(), &[], &h);
+        let text = render(&process(), &[], &[], &h);
         assert!(text.contains("_bucket{le=\"0.0001\"} 1\n"), "{text}");
         assert!(text.contains("_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("_bucket{le=\"10\"} 2\n"));
@@ -558,13 +676,14 @@ mod tests {
         let mut r = RepairCounts::new();
         let t0 = Instant::now();
 
-        assert_eq!(m.update(&process(), &[sample("m", "drift", &r)], t0), None);
+        assert_eq!(m.update(&process(), &[sample("m", "drift", &r)], &[], t0), None);
         let first = ino(&path);
         // Same numbers: not written again, no wake-up asked for.
         assert_eq!(
             m.update(
                 &process(),
                 &[sample("m", "drift", &r)],
+                &[],
                 t0 + Duration::from_secs(5)
             ),
             None
@@ -574,7 +693,10 @@ mod tests {
         // A change 5 s later is written at once...
         r.insert(("create", "missing"), 1);
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(m.update(&process(), &[sample("m", "converged", &r)], t1), None);
+        assert_eq!(
+            m.update(&process(), &[sample("m", "converged", &r)], &[], t1),
+            None
+        );
         let second = ino(&path);
         assert_ne!(second, first);
         // ...the next one within the second is held back until then...
@@ -582,6 +704,7 @@ mod tests {
         let held = m.update(
             &process(),
             &[sample("m", "converged", &r)],
+            &[],
             t1 + Duration::from_millis(300),
         );
         assert_eq!(held, Some(t1 + MIN_INTERVAL));
@@ -592,7 +715,12 @@ mod tests {
         // ...and written when the loop calls back, with the numbers of that moment.
         r.insert(("create", "missing"), 3);
         assert_eq!(
-            m.update(&process(), &[sample("m", "converged", &r)], t1 + MIN_INTERVAL),
+            m.update(
+                &process(),
+                &[sample("m", "converged", &r)],
+                &[],
+                t1 + MIN_INTERVAL
+            ),
             None
         );
         assert!(std::fs::read_to_string(&path)
@@ -621,24 +749,35 @@ mod tests {
         let mut m = Metrics::new(Some(path.clone()));
         let r = RepairCounts::new();
         let t0 = Instant::now();
-        assert_eq!(m.update(&process(), &[sample("m", "drift", &r)], t0), None);
+        assert_eq!(m.update(&process(), &[sample("m", "drift", &r)], &[], t0), None);
         assert_eq!(
             m.update(
                 &process(),
                 &[sample("m", "converged", &r)],
+                &[],
                 t0 + Duration::from_millis(10)
             ),
             None
         );
         assert_eq!(
-            m.update(&process(), &[sample("m", "converged", &r)], t0 + MIN_INTERVAL),
+            m.update(
+                &process(),
+                &[sample("m", "converged", &r)],
+                &[],
+                t0 + MIN_INTERVAL
+            ),
             None
         );
         assert!(!dir.exists(), "the directory is node exporter's to make");
         // Once it exists, the next pass writes the file.
         std::fs::create_dir(&dir).unwrap();
         assert_eq!(
-            m.update(&process(), &[sample("m", "converged", &r)], t0 + MIN_INTERVAL * 3),
+            m.update(
+                &process(),
+                &[sample("m", "converged", &r)],
+                &[],
+                t0 + MIN_INTERVAL * 3
+            ),
             None
         );
         assert!(std::fs::read_to_string(&path)
@@ -664,5 +803,86 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec![".linkfarm.prom.mine.tmp", "other.prom"]);
+    }
+
+    fn inbox(name: &str) -> InboxSample {
+        InboxSample {
+            name: name.into(),
+            ..InboxSample::default()
+        }
+    }
+
+    #[test]
+    fn every_inbox_counter_is_exported_from_the_start_and_names_are_escaped() {
+        let text = render(
+            &process(),
+            &[],
+            &[inbox("lo\"ras"), inbox("vae")],
+            &Histogram::default(),
+        );
+        for name in [r#"lo\"ras"#, "vae"] {
+            for (result, reason) in INBOX_FILES {
+                let line = format!(
+                    "linkfarm_inbox_files_total{{inbox=\"{name}\",result=\"{result}\",reason=\"{reason}\"}} 0\n"
+                );
+                assert!(text.contains(&line), "{line} missing in\n{text}");
+            }
+            assert!(text.contains(&format!("linkfarm_inbox_pending{{inbox=\"{name}\"}} 0\n")));
+            assert!(text.contains(&format!(
+                "linkfarm_inbox_accepted_bytes_total{{inbox=\"{name}\"}} 0\n"
+            )));
+        }
+        assert!(text.contains("# TYPE linkfarm_inbox_files_total counter\n"));
+        assert!(text.contains("# TYPE linkfarm_inbox_pending gauge\n"));
+        assert!(text.contains("# TYPE linkfarm_inbox_accepted_bytes_total counter\n"));
+        // Each family once, whatever the number of inboxes.
+        assert_eq!(text.matches("# TYPE linkfarm_inbox_files_total").count(), 1);
+    }
+
+    #[test]
+    fn without_inboxes_no_inbox_family_is_written() {
+        let text = render(&process(), &[], &[], &Histogram::default());
+        assert!(!text.contains("linkfarm_inbox_"), "{text}");
+    }
+
+    #[test]
+    fn inbox_numbers_are_rendered_and_a_change_of_them_alone_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linkfarm.prom");
+        let mut m = Metrics::new(Some(path.clone()));
+        let r = RepairCounts::new();
+        let farms = [sample("m", "converged", &r)];
+        let mut i = inbox("up");
+        let t0 = Instant::now();
+        assert_eq!(m.update(&process(), &farms, std::slice::from_ref(&i), t0), None);
+        let first = ino(&path);
+        i.files.insert(("accept", "valid"), 2);
+        i.files.insert(("refuse", "format"), 1);
+        i.files.insert(("refuse", "new_reason"), 1);
+        i.pending = 3;
+        i.accepted_bytes = 1234;
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(m.update(&process(), &farms, std::slice::from_ref(&i), t1), None);
+        assert_ne!(
+            ino(&path),
+            first,
+            "a change of an inbox's numbers alone is written"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in [
+            r#"linkfarm_inbox_files_total{inbox="up",result="accept",reason="valid"} 2"#,
+            r#"linkfarm_inbox_files_total{inbox="up",result="refuse",reason="format"} 1"#,
+            r#"linkfarm_inbox_files_total{inbox="up",result="refuse",reason="new_reason"} 1"#,
+            r#"linkfarm_inbox_files_total{inbox="up",result="refuse",reason="exists"} 0"#,
+            r#"linkfarm_inbox_pending{inbox="up"} 3"#,
+            r#"linkfarm_inbox_accepted_bytes_total{inbox="up"} 1234"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} missing in\n{text}");
+        }
+        // The same numbers again: nothing written, no wake-up.
+        let second = ino(&path);
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(m.update(&process(), &farms, std::slice::from_ref(&i), t2), None);
+        assert_eq!(ino(&path), second);
     }
 }

@@ -55,7 +55,7 @@ impl Daemon {
     fn start(settle: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for d in ["models/loras", "models/vae", "links"] {
+        for d in ["models/loras", "models/vae", "links", "metrics"] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
         let cfg = r.join("linkfarm.yaml");
@@ -76,6 +76,7 @@ inboxes:
 settings:
   state_file: run/state.json
   upload_log: log/uploads.jsonl
+  metrics_file: metrics/linkfarm.prom
 "
             ),
         )
@@ -97,6 +98,13 @@ settings:
     fn p(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
+    /// Whether the metrics file has this sample line (`name{labels} value`).
+    fn metric(&self, line: &str) -> bool {
+        fs::read_to_string(self.p("metrics/linkfarm.prom"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == line)
+    }
     fn log(&self) -> Vec<serde_json::Value> {
         fs::read_to_string(self.p("log/uploads.jsonl"))
             .unwrap_or_default()
@@ -114,6 +122,11 @@ fn drop_file(path: &Path, bytes: &[u8]) {
 #[test]
 fn a_valid_upload_is_accepted_with_its_hash_logged() {
     let d = Daemon::start("1s");
+    wait_for("every inbox counter at 0 from start-up", 10, || {
+        d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="accept",reason="valid"} 0"#)
+            && d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="refuse",reason="scanner"} 0"#)
+            && d.metric(r#"linkfarm_inbox_accepted_bytes_total{inbox="guarded"} 0"#)
+    });
     let bytes = safetensors(&["lora_unet_a.lora_down.weight", "lora_unet_a.lora_up.weight"]);
     let t0 = Instant::now();
     drop_file(&d.p("inbox/loras/style.safetensors"), &bytes);
@@ -138,6 +151,14 @@ fn a_valid_upload_is_accepted_with_its_hash_logged() {
         d.p("models/loras/style.safetensors").to_str().unwrap()
     );
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    wait_for("the accept in the metrics", 10, || {
+        d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="accept",reason="valid"} 1"#)
+            && d.metric(&format!(
+                r#"linkfarm_inbox_accepted_bytes_total{{inbox="guarded"}} {}"#,
+                bytes.len()
+            ))
+            && d.metric(r#"linkfarm_inbox_pending{inbox="guarded"} 0"#)
+    });
 }
 
 #[test]
@@ -171,6 +192,12 @@ fn a_truncated_upload_and_an_existing_name_are_refused_with_a_reason() {
         reasons.contains(&"corrupt".to_owned()) && reasons.contains(&"exists".to_owned()),
         "{reasons:?}"
     );
+    wait_for("both refusals in the metrics", 10, || {
+        d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="refuse",reason="corrupt"} 1"#)
+            && d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="refuse",reason="exists"} 1"#)
+            && d.metric(r#"linkfarm_inbox_files_total{inbox="guarded",result="accept",reason="valid"} 0"#)
+            && d.metric(r#"linkfarm_inbox_accepted_bytes_total{inbox="guarded"} 0"#)
+    });
 }
 
 #[test]
@@ -513,4 +540,45 @@ fn two_daemons_on_one_inbox_leave_every_file_in_exactly_one_place() {
         );
     }
     assert_eq!(copies(&d.p("models")).len(), dropped.len() / 3);
+}
+
+/// Voluntary context switches (each one a wake-up) of the daemon's thread named `name`.
+fn wakeups(pid: u32, name: &str) -> u64 {
+    for t in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        if fs::read_to_string(t.path().join("comm")).unwrap().trim() == name {
+            let status = fs::read_to_string(t.path().join("status")).unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no thread {name}");
+}
+
+#[test]
+fn an_idle_inbox_costs_no_wake_up_and_a_reload_and_the_stop_reach_it_at_once() {
+    let mut d = Daemon::start("1s");
+    let pid = d.child.id();
+    // Idle: the first pass is done (the folders exist), nothing is waiting, the next look is
+    // the 60 s rescan. Measured over 3 s; before, the thread polled its channel 5 times a second.
+    let before = wakeups(pid, "inboxes");
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = wakeups(pid, "inboxes") - before;
+    assert!(idle <= 1, "the idle inbox thread woke {idle} times in 3 s");
+    // A reload reaches the sleeping thread at once: a new model folder gets its inbox folder
+    // (nothing else would look before the rescan, a minute later).
+    fs::create_dir(d.p("models/clip")).unwrap();
+    let sighup = nix::sys::signal::Signal::SIGHUP;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sighup).unwrap();
+    wait_for("the new folder after the reload", 10, || {
+        d.p("inbox/clip").is_dir()
+    });
+    // And so does the stop.
+    let t0 = Instant::now();
+    let sigterm = nix::sys::signal::Signal::SIGTERM;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sigterm).unwrap();
+    wait_for("the daemon's exit", 10, || d.child.try_wait().unwrap().is_some());
+    assert!(t0.elapsed() < Duration::from_secs(10));
 }

@@ -110,6 +110,8 @@ struct Daemon {
     metrics: Metrics,
     /// When `metrics` holds back a change (see `Metrics::update`).
     metrics_due: Option<Instant>,
+    /// The inboxes' numbers as their thread last sent them.
+    inbox_samples: Vec<metrics::InboxSample>,
     /// The config file was absent at a reload: since when, and when to try again.
     config_absent: Option<(Instant, Instant)>,
 }
@@ -128,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut d = Daemon {
         metrics: Metrics::new(config.settings.metrics_file.clone()),
         metrics_due: None,
+        inbox_samples: crate::inbox::zero_samples(&config),
         config_absent: None,
         config_path: config.path.clone(),
         farms: Vec::new(),
@@ -157,6 +160,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     // The inboxes (SPEC §10) run on a thread of their own: a check never delays a repair.
     let inboxes = start_inboxes(&d.config);
+    // Their numbers reach the metrics file through this loop, its one writer.
+    let mut samples = inboxes.as_ref().map(crate::inbox::Service::samples);
+    if let Some(s) = &mut samples {
+        d.inbox_samples = s.borrow_and_update().clone();
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -168,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         };
         let mut reload = false;
+        let mut samples_closed = false;
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -197,7 +206,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     }
                 }
             }
+            s = next_samples(samples.as_mut()) => match s {
+                Some(s) => d.inbox_samples = s,
+                None => samples_closed = true,
+            },
             () = timer => {}
+        }
+        if samples_closed {
+            // The inbox thread has ended; its last numbers stay in the file.
+            samples = None;
         }
         d.ping_watchdog();
         reload |= d.config_absent.is_some_and(|(_, t)| t <= Instant::now());
@@ -219,6 +236,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(i) = inboxes {
         i.stop();
     }
+    if let Some(s) = &mut samples {
+        d.inbox_samples = s.borrow_and_update().clone();
+    }
     d.unpublished = true;
     d.publish();
     d.update_metrics(true);
@@ -230,6 +250,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 async fn next_batch(stream: Option<&mut watch::Stream>) -> std::io::Result<Vec<inotify::EventOwned>> {
     match stream {
         Some(s) => s.next_batch(MAX_BATCH).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The inboxes' numbers when their thread sends new ones; `None` once it has ended. Never
+/// completes without inboxes. Cancel-safe.
+async fn next_samples(samples: Option<&mut crate::inbox::Samples>) -> Option<Vec<metrics::InboxSample>> {
+    match samples {
+        Some(s) => match s.changed().await {
+            Ok(()) => Some(s.borrow_and_update().clone()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -478,7 +510,7 @@ impl Daemon {
         let farms: Vec<_> = self.farms.iter().map(FarmRt::sample).collect();
         let now = Instant::now();
         let now = if last { now + metrics::MIN_INTERVAL } else { now };
-        self.metrics_due = self.metrics.update(&process, &farms, now);
+        self.metrics_due = self.metrics.update(&process, &farms, &self.inbox_samples, now);
     }
 
     fn reload(&mut self) {
