@@ -1072,7 +1072,15 @@ fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() 
     wait_for("the daemon saw the config absent", || {
         d.logged("trying again shortly") || d.logged("reload failed")
     });
-    fs::write(t.cfg(), t.config_text("[a, b]", "", "")).unwrap();
+    // The new file is created and, for a moment, still empty: a retry that reads it then must
+    // wait too (seen on a FUSE mount in CI: 'reload failed ... missing `version`').
+    let mut f = fs::File::create(t.cfg()).unwrap();
+    let retries = d.count("trying again shortly");
+    wait_for("a retry read the empty new file", || {
+        d.count("trying again shortly") > retries || d.logged("reload failed")
+    });
+    std::io::Write::write_all(&mut f, t.config_text("[a, b]", "", "").as_bytes()).unwrap();
+    drop(f);
     wait_for("reloaded with the new config", || t.linked("b"));
     assert!(
         !d.logged("reload failed"),

@@ -529,7 +529,7 @@ impl Daemon {
                 self.install_farms(previous);
             }
             Err(e) if self.config_briefly_absent() => {
-                debug!("reload: {e}; the config is absent (being replaced?), trying again shortly");
+                debug!("reload: {e}; the config is being replaced, trying again shortly");
             }
             Err(e) => {
                 self.config_absent = None;
@@ -544,14 +544,18 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// Whether the config file is absent now and has been for less than [`CONFIG_GRACE`]; if so,
-    /// a reload is due again in [`CONFIG_RETRY`]. The new file's own event also reloads at once.
+    /// Whether the config file is absent now, or was absent a moment ago (a new file is being
+    /// written in its place: a retry can read it created and still empty, as on a FUSE mount in
+    /// CI), for less than [`CONFIG_GRACE`] in all; if so, a reload is due again in
+    /// [`CONFIG_RETRY`]. The new file's own close event also reloads at once. A new file that is
+    /// still invalid when the grace ends is reported then.
     fn config_briefly_absent(&mut self) -> bool {
         let absent = std::fs::symlink_metadata(&self.config_path)
             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        let replacing = self.config_absent.is_some();
         let now = Instant::now();
         let since = self.config_absent.map_or(now, |(s, _)| s);
-        if !absent || now.duration_since(since) >= CONFIG_GRACE {
+        if !(absent || replacing) || now.duration_since(since) >= CONFIG_GRACE {
             return false;
         }
         self.config_absent = Some((since, now + CONFIG_RETRY));
