@@ -83,6 +83,9 @@ pub struct Runner {
     pub status: InboxStatus,
     /// Subfolders seen by the last pass (absolute), for the watches.
     pub dirs: Vec<PathBuf>,
+    /// While target_dir cannot be listed (renamed away, a volume not mounted): the wait before
+    /// the next try, 1 s doubling up to RESCAN. Nothing on disk announces its return.
+    unlisted: Option<Duration>,
 }
 
 /// What one pass says about when to look again.
@@ -119,6 +122,7 @@ impl Runner {
             retries: HashMap::new(),
             status: InboxStatus::default(),
             dirs: Vec::new(),
+            unlisted: None,
         })
     }
 
@@ -138,11 +142,17 @@ impl Runner {
                 Ok(s) => s,
                 Err(e) => {
                     self.status.findings = vec![format!("{e}")];
-                    warn!(inbox = %inbox.name, "cannot list target_dir: {e}");
+                    let wait = self
+                        .unlisted
+                        .map_or(Duration::from_secs(1), |w| (w * 2).min(RESCAN));
+                    warn!(inbox = %inbox.name, "cannot list target_dir: {e}; trying again in {}s", wait.as_secs());
+                    self.unlisted = Some(wait);
+                    out.wake(now + wait);
                     return out;
                 }
             },
         };
+        self.unlisted = None;
         let mut findings = Vec::new();
         let mut pending = 0;
         let mut conflict = false;
@@ -650,6 +660,17 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
+/// The watch mask of an inbox's target_dir: a model folder made, renamed or removed changes
+/// the inbox's folders (`folders: "*"`), or lets a listed folder's files be accepted.
+fn target_mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::DELETE
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR
+}
+
 /// A pass at least this often, whatever the hints say (a safety net, as the farms' resync).
 const RESCAN: Duration = Duration::from_secs(60);
 
@@ -830,24 +851,32 @@ fn service(
     }
 }
 
-/// Watches every folder and subfolder the last passes walked; drops watches of the rest.
-/// Returns whether a watch was added.
+/// Watches every folder and subfolder the last passes walked, and each inbox's target_dir; drops
+/// watches of the rest. Returns whether a watch was added.
 fn rewatch(
     ino: &mut Inotify,
     runners: &BTreeMap<String, Runner>,
     watched: &mut BTreeMap<PathBuf, inotify::WatchDescriptor>,
 ) -> bool {
     let mut added = false;
-    let want: std::collections::BTreeSet<&PathBuf> = runners.values().flat_map(|r| r.dirs.iter()).collect();
-    let gone: Vec<PathBuf> = watched.keys().filter(|p| !want.contains(p)).cloned().collect();
+    let want: BTreeMap<&PathBuf, WatchMask> = runners
+        .values()
+        .flat_map(|r| r.dirs.iter().map(|d| (d, mask())))
+        .chain(runners.values().map(|r| (&r.inbox().target_dir, target_mask())))
+        .collect();
+    let gone: Vec<PathBuf> = watched
+        .keys()
+        .filter(|p| !want.contains_key(p))
+        .cloned()
+        .collect();
     for p in gone {
         if let Some(wd) = watched.remove(&p) {
             let _ = ino.watches().remove(wd);
         }
     }
-    for p in want {
+    for (p, m) in want {
         if !watched.contains_key(p) {
-            match ino.watches().add(p, mask()) {
+            match ino.watches().add(p, m) {
                 Ok(wd) => {
                     watched.insert(p.clone(), wd);
                     added = true;

@@ -162,6 +162,44 @@ fn a_valid_upload_is_accepted_with_its_hash_logged() {
 }
 
 #[test]
+fn a_model_folder_made_or_renamed_gets_its_inbox_folder_at_once() {
+    // `folders: "*"`: the inbox follows target_dir's subfolders. Nothing is written into the
+    // inbox, so only a watch on target_dir tells the daemon (else the 60 s rescan would).
+    let d = Daemon::start("0");
+    fs::create_dir(d.p("models/clip")).unwrap();
+    wait_for("inbox/clip", 10, || d.p("inbox/clip").is_dir());
+    fs::rename(d.p("models/vae"), d.p("models/vae-sdxl")).unwrap();
+    wait_for("inbox/vae-sdxl", 10, || d.p("inbox/vae-sdxl").is_dir());
+    let bytes = safetensors(&["decoder.conv_in.weight"]);
+    drop_file(&d.p("inbox/vae-sdxl/x.safetensors"), &bytes);
+    wait_for("the accept", 10, || {
+        d.p("models/vae-sdxl/x.safetensors").is_file()
+    });
+}
+
+#[test]
+fn target_dir_away_and_back_is_noticed_without_any_event() {
+    // A volume unmounted for a moment (here: renamed away) while a file is dropped: the pass
+    // that the drop starts cannot list target_dir. Its return makes no event in any watched
+    // folder, so the inbox must try again by itself, soon.
+    let d = Daemon::start("0");
+    fs::rename(d.p("models"), d.p("models.away")).unwrap();
+    let bytes = safetensors(&["lora_unet_a.lora_down.weight", "lora_unet_a.lora_up.weight"]);
+    drop_file(&d.p("inbox/loras/late.safetensors"), &bytes);
+    wait_for("the pass that cannot list target_dir", 10, || {
+        fs::read_to_string(d.p("run/state.inboxes.json")).is_ok_and(|s| s.contains("models"))
+    });
+    assert!(
+        d.p("inbox/loras/late.safetensors").is_file(),
+        "waits while target_dir is away"
+    );
+    fs::rename(d.p("models.away"), d.p("models")).unwrap();
+    wait_for("the accept", 10, || {
+        d.p("models/loras/late.safetensors").is_file()
+    });
+}
+
+#[test]
 fn a_truncated_upload_and_an_existing_name_are_refused_with_a_reason() {
     let d = Daemon::start("1s");
     let mut cut = safetensors(&["a", "b"]);
@@ -567,13 +605,17 @@ fn an_idle_inbox_costs_no_wake_up_and_a_reload_and_the_stop_reach_it_at_once() {
     std::thread::sleep(Duration::from_secs(3));
     let idle = wakeups(pid, "inboxes") - before;
     assert!(idle <= 1, "the idle inbox thread woke {idle} times in 3 s");
-    // A reload reaches the sleeping thread at once: a new model folder gets its inbox folder
-    // (nothing else would look before the rescan, a minute later).
-    fs::create_dir(d.p("models/clip")).unwrap();
+    // A reload reaches the sleeping thread at once: a second inbox gets its folders (nothing
+    // else would look before the rescan, a minute later).
+    let cfg = fs::read_to_string(d.p("linkfarm.yaml")).unwrap().replace(
+        "settings:",
+        "  - { name: second, dir: inbox2, target_dir: models }\nsettings:",
+    );
+    fs::write(d.p("linkfarm.yaml"), cfg).unwrap();
     let sighup = nix::sys::signal::Signal::SIGHUP;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sighup).unwrap();
-    wait_for("the new folder after the reload", 10, || {
-        d.p("inbox/clip").is_dir()
+    wait_for("the new inbox's folder after the reload", 10, || {
+        d.p("inbox2/loras").is_dir()
     });
     // And so does the stop.
     let t0 = Instant::now();
