@@ -42,23 +42,31 @@ pub fn inventory(root: &Path) -> BTreeMap<Vec<u8>, usize> {
 /// (a config or a daemon's state file is not user data). Entries that vanish while it reads
 /// (a daemon at work) are skipped.
 pub fn inventory_except(root: &Path, skip: &[&str]) -> BTreeMap<Vec<u8>, usize> {
+    inventory_where(root, |p| {
+        p.parent() != Some(root)
+            || !skip
+                .iter()
+                .any(|s| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(s)))
+    })
+}
+
+/// Like [`inventory`], counting only the entries (files, and folders to descend into) for which
+/// `keep` says yes.
+pub fn inventory_where(root: &Path, keep: impl Fn(&Path) -> bool) -> BTreeMap<Vec<u8>, usize> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
-            if d == root
-                && skip
-                    .iter()
-                    .any(|s| e.file_name().to_string_lossy().starts_with(s))
-            {
+            let p = e.path();
+            if !keep(&p) {
                 continue;
             }
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                stack.push(e.path());
+                stack.push(p);
             } else if ft.is_file() {
-                if let Ok(content) = fs::read(e.path()) {
+                if let Ok(content) = fs::read(&p) {
                     *out.entry(content).or_insert(0) += 1;
                 }
             }

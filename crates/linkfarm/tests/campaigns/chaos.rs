@@ -3,6 +3,10 @@
 //! removed; link_dir and target_dir renamed away and back; config edits and SIGHUP), then waits for
 //! quiet and checks the invariants: converged, the multiset of file contents under the test root
 //! unchanged except for what the driver wrote, nothing outside the root touched, no temp names.
+//! An inbox (SPEC §10) on the same models takes drops meanwhile: valid models, damaged ones, and
+//! growing files written a chunk per operation through a descriptor held open. Each ends in
+//! exactly one place, no damaged file ever reaches the models, every valid one does (unless the
+//! driver moved its folder away), and a file open for writing is never moved.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -21,11 +25,40 @@ struct World {
     rng: Rng,
     counter: u64,
     policy: &'static str,
-    ops: [u64; 13],
+    ops: [u64; OPS],
     /// Contents of every file the driver wrote successfully.
     expected: std::collections::BTreeSet<String>,
     /// What the driver did, written out when a seed fails.
     trace: Vec<String>,
+    /// Contents of the valid and the damaged files dropped into the inbox.
+    valid: std::collections::BTreeSet<String>,
+    damaged: std::collections::BTreeSet<String>,
+    /// Growing files: path, the descriptor held open, the whole content, bytes written so far.
+    growing: Vec<Growing>,
+    /// A growing file found moved while it was open for writing (SPEC §10 complete).
+    moved_while_open: Vec<String>,
+}
+
+const OPS: usize = 17;
+
+struct Growing {
+    path: PathBuf,
+    file: fs::File,
+    ino: u64,
+    content: Vec<u8>,
+    written: usize,
+}
+
+/// A valid safetensors file: one F32 tensor named `tag` of `n` values.
+fn safetensors(tag: &str, n: usize) -> Vec<u8> {
+    let header = format!(
+        r#"{{"{tag}":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        n * 4
+    );
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend(header.as_bytes());
+    f.resize(f.len() + n * 4, b'7');
+    f
 }
 
 impl World {
@@ -56,10 +89,14 @@ impl World {
             self.expected.insert(c);
         }
     }
+    fn inbox(&self) -> PathBuf {
+        self.root.join("share/inbox")
+    }
     fn write_config(&self) {
         let text = format!(
             "version: 1\nfarms:\n  - name: chaos\n    target_dir: models\n    link_dir: share/up\n    entries: \"*\"\n    \
-             on_conflict: {}\nsettings:\n  adopt_after: 0s\n  resync_interval: 0\n  state_file: state.json\n",
+             on_conflict: {}\ninboxes:\n  - name: drops\n    dir: share/inbox\n    target_dir: models\n    settle: 0s\n\
+             settings:\n  adopt_after: 0s\n  resync_interval: 0\n  state_file: state.json\n  upload_log: uploads.jsonl\n",
             self.policy
         );
         let tmp = self.root.join(".linkfarm.yaml.tmp");
@@ -113,8 +150,100 @@ impl World {
     }
 
     /// One random operation. Never deletes a file; touches only the test root (and reads outside).
+    /// An inbox folder to drop into: one named like a model folder (made by the daemon, or by
+    /// the driver when the daemon has not made it yet).
+    fn drop_dir(&mut self) -> Option<PathBuf> {
+        let models = self.models();
+        let t = self.pick(&models)?;
+        let d = self.inbox().join(t);
+        fs::create_dir_all(&d).ok()?;
+        Some(d)
+    }
+
+    /// Drops a file into the inbox: valid, or damaged (truncated, or an extension not accepted).
+    fn drop_file(&mut self, valid: bool) {
+        let Some(dir) = self.drop_dir() else { return };
+        let tag = self.content();
+        let (name, bytes) = if valid {
+            (
+                format!("{tag}.safetensors"),
+                safetensors(&tag, 1 + self.rng.below(64) as usize),
+            )
+        } else if self.rng.chance(70) {
+            let mut b = safetensors(&tag, 2 + self.rng.below(64) as usize);
+            b.truncate(b.len() - 1 - self.rng.below(4) as usize);
+            (format!("{tag}.safetensors"), b)
+        } else {
+            (format!("{tag}.txt"), tag.clone().into_bytes())
+        };
+        let r = fs::write(dir.join(&name), &bytes);
+        self.trace.push(format!("  drop {name} valid={valid}: {r:?}"));
+        if r.is_ok() {
+            let c = String::from_utf8_lossy(&bytes).into_owned();
+            self.expected.insert(c.clone());
+            if valid {
+                self.valid.insert(c);
+            } else {
+                self.damaged.insert(c);
+            }
+        }
+    }
+
+    /// Starts a growing file: created, its header written, the descriptor kept open.
+    fn start_growing(&mut self) {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self.drop_dir() else { return };
+        let tag = self.content();
+        let content = safetensors(&tag, 4096 + self.rng.below(4096) as usize);
+        let path = dir.join(format!("{tag}.safetensors"));
+        let Ok(mut file) = fs::OpenOptions::new().write(true).create_new(true).open(&path) else {
+            return;
+        };
+        let written = 100;
+        file.write_all(&content[..written]).unwrap();
+        let ino = file.metadata().unwrap().ino();
+        self.trace.push(format!("  growing {}", path.display()));
+        self.growing.push(Growing {
+            path,
+            file,
+            ino,
+            content,
+            written,
+        });
+    }
+
+    /// Appends a chunk to a growing file (the last chunk ends it), checking first that the file is
+    /// still where the writer made it.
+    fn grow(&mut self, finish: bool) {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        if self.growing.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.growing.len() as u64) as usize;
+        let g = &mut self.growing[i];
+        if fs::symlink_metadata(&g.path).map(|m| m.ino()).ok() != Some(g.ino) {
+            self.moved_while_open.push(g.path.display().to_string());
+        }
+        let end = if finish {
+            g.content.len()
+        } else {
+            (g.written + 2000).min(g.content.len())
+        };
+        g.file.write_all(&g.content[g.written..end]).unwrap();
+        g.written = end;
+        if end == g.content.len() {
+            let g = self.growing.swap_remove(i);
+            let c = String::from_utf8_lossy(&g.content).into_owned();
+            self.trace.push(format!("  finished {}", g.path.display()));
+            self.expected.insert(c.clone());
+            self.valid.insert(c);
+        }
+    }
+
     fn op(&mut self, daemon: Pid) {
-        let kind = self.rng.below(13) as usize;
+        let kind = self.rng.below(OPS as u64) as usize;
         self.ops[kind] += 1;
         self.trace.push(format!("op {kind} (counter {})", self.counter));
         let up = self.up();
@@ -225,11 +354,43 @@ impl World {
                 };
                 self.write_config();
             }
-            _ => {
+            12 => {
                 let _ = kill(daemon, Signal::SIGHUP);
             }
+            13 => self.drop_file(true),
+            14 => self.drop_file(false),
+            15 => self.start_growing(),
+            _ => self.grow(false),
         }
     }
+}
+
+/// Converged and quiet: the farm converged, no upload pending in the inbox and none in flight
+/// in its private directory.
+fn quiet(cfg: &Path, inbox: &Path) -> bool {
+    let o = Command::new(bin())
+        .arg("-c")
+        .arg(cfg)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let farms = v["farms"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|f| f["state"] == "converged"));
+    let inboxes = v["inboxes"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|i| i["pending"] == 0));
+    let private = inventory(&inbox.join(".linkfarm-private")).is_empty();
+    farms && inboxes && private
+}
+
+/// Contents of the files under `dir` (any depth), lossily as text.
+fn contents_under(dir: &Path) -> std::collections::BTreeSet<String> {
+    inventory(dir)
+        .into_keys()
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect()
 }
 
 fn start(root: &Path, log: &Path) -> Child {
@@ -250,11 +411,12 @@ fn chaos_rounds_keep_every_invariant() {
     let ops_per_seed = size("LINKFARM_CHAOS_OPS", 150, 1000);
     let first = size("LINKFARM_CHAOS_SEED", 1, 1);
     let round = 25;
-    let mut total_ops = [0u64; 13];
+    let mut total_ops = [0u64; OPS];
     let mut rounds = 0;
     let mut files = 0;
     let mut errors: Vec<String> = Vec::new();
     let mut transient = 0;
+    let (mut drops, mut accepted, mut refused_total, mut trashed) = (0, 0, 0, 0);
     let started = Instant::now();
     for seed in first..first + seeds {
         let outside = tempfile::tempdir().unwrap();
@@ -271,9 +433,13 @@ fn chaos_rounds_keep_every_invariant() {
             rng: Rng::new(seed),
             counter: 0,
             policy: "adopt",
-            ops: [0; 13],
+            ops: [0; OPS],
             expected: Default::default(),
             trace: Vec::new(),
+            valid: Default::default(),
+            damaged: Default::default(),
+            growing: Vec::new(),
+            moved_while_open: Vec::new(),
         };
         for t in ["checkpoints", "loras", "vae", "clip"] {
             fs::create_dir_all(w.models().join(t)).unwrap();
@@ -296,23 +462,35 @@ fn chaos_rounds_keep_every_invariant() {
              cargo test -p linkfarm --test campaigns chaos -- --nocapture"
         );
         let mut done = 0;
+        let (mut accepted_now, mut refused_now, mut trashed_now) = (0, 0, 0);
         while done < ops_per_seed {
             for _ in 0..round.min(ops_per_seed - done) {
                 w.op(pid);
                 done += 1;
+            }
+            // The growing files' writers finish before the wait for quiet.
+            while !w.growing.is_empty() {
+                w.grow(true);
             }
             rounds += 1;
             // Wait for quiet: the daemon converges the farm by itself.
             let cfg = root.join("linkfarm.yaml");
             let t = Instant::now();
             loop {
-                if states(&cfg) == ["converged"] {
+                if quiet(&cfg, &w.inbox()) {
                     break;
                 }
                 assert!(daemon.try_wait().unwrap().is_none(), "the daemon died ({replay})");
+                if t.elapsed() >= Duration::from_secs(30) {
+                    let _ = fs::copy(&log, std::env::temp_dir().join("chaos-failed-daemon.log"));
+                    let _ = fs::write(
+                        std::env::temp_dir().join("chaos-failed-trace.txt"),
+                        w.trace.join("\n"),
+                    );
+                }
                 assert!(
                     t.elapsed() < Duration::from_secs(30),
-                    "not converged after 30 s: {:?} ({replay})",
+                    "not converged after 30 s: {:?} ({replay}; daemon log in /tmp/chaos-failed-daemon.log)",
                     {
                         let o = Command::new(bin())
                             .arg("-c")
@@ -329,7 +507,15 @@ fn chaos_rounds_keep_every_invariant() {
             // The walk is not atomic: if the daemon is still finishing a move, the walk can miss
             // a file in flight. A mismatch is looked at again once the daemon is quiet; only a
             // file missing from a quiet tree counts as lost.
-            let skip = ["state.json", "linkfarm.yaml", ".linkfarm.yaml"];
+            let skip = ["state.", "linkfarm.yaml", ".linkfarm.yaml", "uploads.jsonl"];
+            // The reasons written beside refused uploads are the daemon's, not user data.
+            let inventory_except = |root: &Path, skip: &[&str]| {
+                inventory_where(root, |p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    !name.ends_with(".why.txt")
+                        && (p.parent() != Some(root) || !skip.iter().any(|s| name.starts_with(s)))
+                })
+            };
             let mut inv = inventory_except(&root, &skip);
             let complete = |inv: &std::collections::BTreeMap<Vec<u8>, usize>| {
                 inv.len() == w.expected.len() && inv.values().all(|v| *v == 1)
@@ -375,8 +561,35 @@ fn chaos_rounds_keep_every_invariant() {
             );
             let temps = temp_leftovers(&root);
             assert!(temps.is_empty(), "leftovers {temps:?} ({replay})");
+            // The inbox: nothing damaged reached the models; every valid drop did, unless the
+            // driver moved its folder away meanwhile (then it sits in the trash or the inbox).
+            let in_models = contents_under(&w.models());
+            let bad: Vec<&String> = w.damaged.intersection(&in_models).collect();
+            assert!(
+                bad.is_empty(),
+                "damaged uploads reached the models: {bad:?} ({replay})"
+            );
+            let refused = contents_under(&w.inbox().join("_refused"));
+            let trash = contents_under(&root.join("trash"));
+            let wrongly: Vec<&String> = w.valid.intersection(&refused).collect();
+            assert!(
+                wrongly.is_empty(),
+                "valid uploads refused: {wrongly:?} ({replay})"
+            );
+            assert!(
+                w.moved_while_open.is_empty(),
+                "files moved while open for writing: {:?} ({replay})",
+                w.moved_while_open
+            );
+            accepted_now = w.valid.intersection(&in_models).count();
+            refused_now = w.damaged.intersection(&refused).count();
+            trashed_now = w.valid.union(&w.damaged).filter(|c| trash.contains(*c)).count();
         }
         files += w.expected.len();
+        drops += w.valid.len() + w.damaged.len();
+        accepted += accepted_now;
+        refused_total += refused_now;
+        trashed += trashed_now;
         for (i, n) in w.ops.iter().enumerate() {
             total_ops[i] += n;
         }
@@ -395,7 +608,9 @@ fn chaos_rounds_keep_every_invariant() {
     println!(
         "chaos campaign: {seeds} seeds, {n} operations in {rounds} rounds, {:?}; ops by kind \
          [del, retarget, hijack, folder, file, upload, new type, rename type, remove type, link_dir away, \
-         target_dir away, config edit, SIGHUP] = {total_ops:?}; {files} files tracked; {} action errors logged; {transient} inventory walks raced a move and were repeated; 0 files lost, 0 writes outside, 0 leftovers",
+         target_dir away, config edit, SIGHUP, inbox valid, inbox damaged, inbox growing, inbox chunk] = {total_ops:?}; {files} files tracked; \
+         {drops} inbox drops: at the end {accepted} accepted and in the models, {refused_total} refused, {trashed} accepted into a folder the driver moved away, \
+         the rest waiting in an inbox folder whose model folder is gone; {} action errors logged; {transient} inventory walks raced a move and were repeated; 0 files lost, 0 writes outside, 0 leftovers",
         started.elapsed(),
         errors.len()
     );

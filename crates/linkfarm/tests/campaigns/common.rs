@@ -1,7 +1,9 @@
 //! Shared by the campaigns: a seeded PRNG, campaign sizes, inventories, and invariant checks.
 #![allow(dead_code)]
 
-pub use linkfarm_testsupport::{inventory, inventory_diff, inventory_except, wait_for_within as wait_for};
+pub use linkfarm_testsupport::{
+    inventory, inventory_diff, inventory_except, inventory_where, wait_for_within as wait_for,
+};
 
 use std::collections::BTreeMap;
 use std::fs;
