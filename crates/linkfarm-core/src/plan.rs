@@ -806,3 +806,41 @@ pub fn is_temp(name: &OsStr) -> bool {
     use std::os::unix::ffi::OsStrExt;
     name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
+
+/// The process a temp name belongs to: each ends in `.<pid>` of the process that made it (a
+/// swap's `.linkfarm-tmp.<link>.<pid>`, a probe's `.linkfarm-tmp.probe-a.<pid>`).
+pub fn temp_pid(name: &OsStr) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    if !is_temp(name) {
+        return None;
+    }
+    let b = &name.as_bytes()[TEMP_PREFIX.len()..];
+    let digits = &b[b.iter().rposition(|&c| c == b'.')? + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_pid;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn a_temp_name_says_whose_it_is() {
+        let cases = [
+            (".linkfarm-tmp.loras.4242", Some(4242)),
+            (".linkfarm-tmp.probe-a.17", Some(17)),
+            (".linkfarm-tmp.v1.5.safetensors.99", Some(99)),
+            (".linkfarm-tmp.loras", None),
+            (".linkfarm-tmp.loras.", None),
+            (".linkfarm-tmp.loras.12x", None),
+            (".linkfarm-tmp.x.99999999999", None),
+            ("loras.4242", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(temp_pid(OsStr::new(name)), want, "{name}");
+        }
+    }
+}

@@ -306,6 +306,9 @@ fn observe_entry(
     walk: &BTreeMap<&OsStr, &OsStr>,
     target_fd: Option<BorrowedFd<'_>>,
 ) -> Option<Node> {
+    if in_flight_elsewhere(name) {
+        return None;
+    }
     if ty == Some(Type::Symlink) {
         match readlinkat(dir, name) {
             Ok(text) => {
@@ -356,6 +359,20 @@ fn observe_entry(
     } else {
         Node::Other { newest: newest(&st) }
     })
+}
+
+/// Whether `name` is a temp name of another linkfarm process that is running: a `doctor`'s
+/// SPEC §14 probe beside the daemon, or a second daemon's swap in flight. It is not a leftover,
+/// and removing it would break that process's step (a probe that lost its links three times in
+/// a row reported a full ext4 as having no renameat2 flags). Left out of the observation; once
+/// that process has ended, the next pass sees a leftover and removes it.
+fn in_flight_elsewhere(name: &OsStr) -> bool {
+    match linkfarm_core::plan::temp_pid(name) {
+        Some(pid) if pid != std::process::id() => {
+            std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with(b"linkfarm"))
+        }
+        _ => false,
+    }
 }
 
 /// The entries of a real folder at a link path, each with the newest time of its whole subtree.

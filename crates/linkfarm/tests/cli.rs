@@ -466,3 +466,49 @@ fn apply_reports_what_is_true_when_two_farms_share_a_link_dir() {
         );
     }
 }
+
+#[test]
+fn a_temp_name_of_another_running_linkfarm_is_left_alone_and_removed_once_it_ended() {
+    // A `doctor` probing the filesystem (SPEC §14) beside the daemon: its temp links are in
+    // flight, not leftovers. Before, the daemon removed them as they appeared and the probe,
+    // losing its links three times in a row on a busy machine, reported no renameat2 flags.
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let d = Demo::new("");
+    let other = Demo::new("settings:\n  state_file: run/state.json\n");
+    let mut p = bin()
+        .arg("-c")
+        .arg(other.cfg())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let comm = format!("/proc/{}/comm", p.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&comm).is_ok_and(|c| c.starts_with("linkfarm")) {
+        assert!(Instant::now() < deadline, "the other linkfarm never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let probe = d.l(&format!(".linkfarm-tmp.probe-a.{}", p.id()));
+    std::os::unix::fs::symlink("a", &probe).unwrap();
+    let o = d.run(&["apply"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        probe.is_symlink(),
+        "a running linkfarm's temp link was removed: {}",
+        stdout(&o)
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    p.wait().unwrap();
+    let o = d.run(&["apply"]);
+    assert!(
+        !probe.is_symlink(),
+        "a leftover of an ended process stays: {}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("leftover"), "{}", stdout(&o));
+}
