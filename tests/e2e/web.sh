@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `linkfarm web` end to end, as an unprivileged user on 127.0.0.1: the tus protocol with curl
 # (create, patch, kill -9 mid-upload and resume, wrong offset, checksum, each early refusal,
-# 20 concurrent uploads, a full tmpfs, expiry after a SIGHUP), the official tus-js-client from
-# npm with a resume, and headless Chromium driving the page (screenshots in $WEB_ARTIFACTS,
-# default target/e2e-web). Prints one PASS/FAIL line per assertion.
+# 20 concurrent uploads, a full tmpfs, expiry after a SIGHUP), then the real daemon (`linkfarm
+# run` as root on the same config) deciding about what came in, the official tus-js-client from
+# npm with a resume, and headless Chromium driving the page, which shows the daemon's decisions
+# (screenshots in $WEB_ARTIFACTS, default target/e2e-web). Prints one PASS/FAIL line per assertion.
 #
 # Needs root (to make the service user, mount a tmpfs, install chromium and node packages).
 # Set LF=path/to/linkfarm to skip the release build.
@@ -20,9 +21,11 @@ ART=${WEB_ARTIFACTS:-$PWD/target/e2e-web}
 mkdir -p "$ART"
 NODE_DIR=$PWD/target/e2e-web-node
 PID=
+DAEMON=
 cleanup() {
     set +e
     [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null
+    [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null
     [ -e "$T/pid" ] && kill -9 "$(cat "$T/pid")" 2>/dev/null
     wait 2>/dev/null
     mountpoint -q "$T/tiny" && umount "$T/tiny"
@@ -37,7 +40,7 @@ fi
 id lfweb >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin lfweb
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
-mkdir -p "$T/etc" "$T/state" "$T/farm/models/x" "$T/farm/links" "$T/log"
+mkdir -p "$T/etc" "$T/state" "$T/farm/models/x" "$T/farm/links" "$T/log" "$T/daemon"
 for f in loras checkpoints; do mkdir -p "$T/inbox/$f" "$T/models/$f"; done
 mkdir -p "$T/tiny"
 mount -t tmpfs -o size=4m tmpfs "$T/tiny"
@@ -59,12 +62,15 @@ inboxes:
     target_dir: $T/models
     accept: [safetensors, gguf]
     max_size: 64MiB
+    settle: 1s
   - name: tiny
     dir: $T/tiny/inbox
     target_dir: $T/tiny/models
     max_size: 64MiB
+    settle: 1s
 settings:
   upload_log: $T/log/uploads.jsonl
+  state_file: $T/daemon/state.json
 web:
   listen: 127.0.0.1:$PORT
   users_file: $T/etc/web-users
@@ -244,10 +250,15 @@ for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
 check "20 concurrent uploads all complete" test "$ok" = 20 -a "$(ls "$T/inbox/checkpoints" | grep -c '^c[0-9]*\.safetensors$')" = 20
 check "all 20 byte for byte" bash -c "for i in \$(seq 1 20); do cmp -s '$T/c.safetensors' '$T/inbox/checkpoints/c'\$i'.safetensors' || exit 1; done"
 
-echo "--- the decision, from the daemon's upload log"
-sha=$(sha256sum "$T/inbox/loras/a.safetensors" | cut -d' ' -f1)
-printf '{"time":"%s","inbox":"models-inbox","folder":"loras","file":"a.safetensors","action":"accept","reason":"valid","format":"safetensors","kind":null,"size":1,"sha256":"%s","uid":1,"target":"%s","web_user":"alice"}\n' \
-    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$sha" "$T/models/loras/a.safetensors" >>"$T/log/uploads.jsonl"
+echo "--- the daemon decides (linkfarm run, as root, on the same config); the page's API reports it"
+# Started only now: the checks above look at the uploads in the inbox, where the daemon would
+# not leave them for long.
+"$LF" -c "$T/etc/linkfarm.yaml" run 2>"$T/daemon.log" &
+DAEMON=$!
+check "the daemon accepts the upload (settle 1 s), byte for byte" wait_until 30 cmp -s "$T/a.safetensors" "$T/models/loras/a.safetensors"
+check "and every one of the 20 concurrent uploads" wait_until 30 bash -c "[ \$(ls '$T/models/checkpoints' | grep -c '^c[0-9]*\\.safetensors\$') = 20 ]"
+sha=$(sha256sum "$T/a.safetensors" | cut -d' ' -f1)
+check "its record names the web user alice" wait_until 10 bash -c "grep '\"file\":\"a.safetensors\"' '$T/log/uploads.jsonl' | grep -q '\"web_user\":\"alice\"'"
 st=$(curl -sS -u alice:pw-alice "$URL/api/uploads/$id")
 check "GET /api/uploads/<id> says accepted with the sha256" test -n "$(echo "$st" | grep "\"state\":\"accepted\"" | grep "$sha")"
 
@@ -262,7 +273,7 @@ if [ -z "${WEB_SKIP_NODE:-}" ]; then
     else
         fail "tus-js-client: $(head -c 2000 "$T/js.log")"
     fi
-    check "tus-js-client's file is byte for byte in the inbox" cmp -s "$T/js.safetensors" "$T/inbox/loras/js.safetensors"
+    check "tus-js-client's file is accepted by the daemon, byte for byte" wait_until 30 cmp -s "$T/js.safetensors" "$T/models/loras/js.safetensors"
 fi
 
 echo "--- the page in headless Chromium"
@@ -273,26 +284,8 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     mk_model "$T/page-one.safetensors" 4000000
     mk_model "$T/page-two.safetensors" 2500000
     mk_model "$T/page-three.safetensors" 6000000
-    # The daemon's part, played by the test: accept page-one and page-three, refuse page-two.
-    (
-        deadline=$((SECONDS + 180))
-        while [ $SECONDS -lt $deadline ]; do
-            for n in page-one page-three; do
-                if [ -e "$T/inbox/loras/$n.safetensors" ] && ! grep -q "$n" "$T/log/uploads.jsonl"; then
-                    printf '{"time":"%s","inbox":"models-inbox","folder":"loras","file":"%s.safetensors","action":"accept","reason":"valid","format":"safetensors","kind":"lora","size":1,"sha256":"%s","uid":1,"target":"%s"}\n' \
-                        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$n" "$(sha256sum "$T/$n.safetensors" | cut -d' ' -f1)" "$T/models/loras/$n.safetensors" >>"$T/log/uploads.jsonl"
-                fi
-            done
-            if [ -e "$T/inbox/loras/page-two.safetensors" ] && ! grep -q page-two "$T/log/uploads.jsonl"; then
-                mkdir -p "$T/inbox/_refused/loras"
-                printf 'page-two.safetensors was refused: the file is cut short (truncated).\nUpload it again once the download has finished.\n' >"$T/inbox/_refused/loras/page-two.safetensors.why.txt"
-                printf '{"time":"%s","inbox":"models-inbox","folder":"loras","file":"page-two.safetensors","action":"refuse","reason":"corrupt","format":"safetensors","kind":null,"size":1,"sha256":null,"uid":1,"target":"%s"}\n' \
-                    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$T/inbox/_refused/loras/page-two.safetensors" >>"$T/log/uploads.jsonl"
-            fi
-            sleep 0.2
-        done
-    ) &
-    FAKE_DAEMON=$!
+    # page-two is cut short (the last 100 bytes missing): the daemon refuses it.
+    truncate -s -100 "$T/page-two.safetensors"
     # The page asks for a restart mid-upload by creating $T/restart-now; the service is killed
     # (-9) and started again, and the page must resume the upload to completion on its own.
     (
@@ -311,7 +304,9 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     fi
     wait "$RESTARTER" 2>/dev/null || true
     PID=$(cat "$T/pid")
-    kill "$FAKE_DAEMON" 2>/dev/null || true
+    check "the page's files: two accepted into the models, one refused with a reason" \
+        test -f "$T/models/loras/page-one.safetensors" -a -f "$T/models/loras/page-three.safetensors" \
+        -a -f "$T/inbox/_refused/loras/page-two.safetensors.why.txt"
 fi
 
 echo "--- SIGHUP reloads; an expired upload's part file is removed within a minute"
@@ -331,7 +326,10 @@ chgrp lfweb "$T/etc/key.pem" && chmod 640 "$T/etc/key.pem"
 write_config 24h
 printf '  tls: { cert: %s, key: %s }\n' "$T/etc/cert.pem" "$T/etc/key.pem" >>"$T/etc/linkfarm.yaml"
 kill "$PID"
+# Started by the restart above (another subshell's child): `wait` cannot wait for it, so poll
+# until it is gone and the port is free.
 wait "$PID" 2>/dev/null || true
+wait_until 20 bash -c "! kill -0 $PID 2>/dev/null"
 URL=https://127.0.0.1:$PORT
 start
 check "https with the configured certificate" test "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$T/etc/cert.pem" --resolve "localhost:$PORT:127.0.0.1" -X OPTIONS "https://localhost:$PORT/files/")" = 204
@@ -342,4 +340,9 @@ check "over TLS the session cookie is Secure, HttpOnly, SameSite=Strict" bash -c
 kill "$PID"
 wait "$PID" 2>/dev/null || true
 PID=
+check "the daemon logged no error" bash -c "! grep -E ' ERROR ' '$T/daemon.log'"
+check "the web service never took its own files for upload records" bash -c "! grep -q 'not an upload record' '$T/web.log'"
+kill "$DAEMON"
+wait "$DAEMON" 2>/dev/null || true
+DAEMON=
 summary

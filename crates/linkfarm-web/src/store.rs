@@ -86,6 +86,11 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Whether `name` is an upload's id as [`new_id`] makes them (32 lowercase hex digits).
+pub fn is_id(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// One upload in memory.
 pub struct Entry {
     data: Mutex<Upload>,
@@ -128,7 +133,10 @@ impl Store {
         let mut map = HashMap::new();
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
-            if p.extension().is_none_or(|x| x != "json") {
+            // `<id>.json`; the directory also holds the page's sessions.json and temp files.
+            let is_record = p.extension().is_some_and(|x| x == "json")
+                && p.file_stem().and_then(|s| s.to_str()).is_some_and(is_id);
+            if !is_record {
                 continue;
             }
             let Ok(text) = std::fs::read(&p) else { continue };
@@ -184,5 +192,25 @@ impl Store {
         f.sync_data()?;
         std::fs::rename(&tmp, self.dir.join(format!("{}.json", u.id)))?;
         std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_as_new_id_makes_them_name_upload_records() {
+        assert!(is_id(&new_id()));
+        assert!(is_id("0123456789abcdef0123456789abcdef"));
+        for not in [
+            "sessions",
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "../3456789abcdef0123456789abcdef",
+        ] {
+            assert!(!is_id(not), "{not}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 // The upload page in headless Chromium (playwright-core, Debian's /usr/bin/chromium): a wrong
 // password is refused, the right one logs in, `loras` is chosen with the keyboard, two files go
 // in through the file input, and the page shows one accepted (with its sha256 and short hash)
-// and one refused (with the .why.txt text). Screenshots: login.png, page.png.
+// and one refused (with the .why.txt text the daemon wrote). Screenshots: login.png, page.png.
 // A third file is uploaded while the service is killed and restarted (the shell does that when
 // CONTROL_DIR/restart-now appears, and answers with CONTROL_DIR/restarted); the page resumes it.
 // Usage: node page.js URL FILE1 FILE2 FILE3 ARTIFACT_DIR CONTROL_DIR
@@ -71,7 +71,8 @@ async function until(what, f, seconds) {
     const refused = await page.$eval(".item.refused .decision", (d) => d.textContent);
     await page.screenshot({ path: `${art}/page.png`, fullPage: true });
     if (!/Accepted · sha256 [0-9a-f]{64} · short hash [0-9a-f]{10}/.test(accepted)) throw new Error(`accepted text: ${accepted}`);
-    if (!refused.includes("cut short")) throw new Error(`refused text: ${refused}`);
+    // The daemon's .why.txt for a file cut short.
+    if (!refused.includes("truncated")) throw new Error(`refused text: ${refused}`);
     // Interrupt: a third file, slowed down, while the service is killed and restarted.
     await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 500000 });
     await page.setInputFiles("#file", [f3]);
