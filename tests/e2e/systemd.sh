@@ -2,7 +2,8 @@
 # End to end under a real systemd: builds the .deb, boots a Debian bookworm container with
 # systemd-nspawn, installs the package there and exercises the real unit: READY, STATUS, repairs
 # in journald with their fields, reload (good and broken), the watchdog, exit 78 without a restart
-# loop, a clean stop, and the sandbox. Prints one PASS/FAIL line per assertion.
+# loop, a clean stop, and the sandbox; then linkfarm-web.service as the package's own user,
+# taking a tus upload that the daemon accepts. Prints one PASS/FAIL line per assertion.
 #
 # Needs root. Installs debootstrap and systemd-container when missing. The rootfs is built once
 # and cached in $LINKFARM_E2E_CACHE (default /var/cache/linkfarm-e2e); --volatile=overlay keeps it
@@ -13,8 +14,8 @@ cd "$(dirname "$0")/../.."
 
 CACHE=${LINKFARM_E2E_CACHE:-/var/cache/linkfarm-e2e}
 # Packages of the rootfs; changing the list rebuilds the cache. man-db: systemd-analyze verify
-# checks the unit's Documentation=man: page with it.
-INCLUDE=systemd,systemd-sysv,procps,dbus,man-db
+# checks the unit's Documentation=man: page with it; curl: a tus upload to linkfarm-web.
+INCLUDE=systemd,systemd-sysv,procps,dbus,man-db,curl
 ROOTFS=$CACHE/bookworm-$(echo "$INCLUDE" | md5sum | cut -c1-8)
 CG_NAME=linkfarm-e2e-$$
 WORK=$(mktemp -d)
@@ -212,6 +213,56 @@ check "the sandboxed daemon writes node exporter's textfile" \
     wait_until 10 ct grep -q '^linkfarm_farm_state{farm="models-upload",state="converged"} 1' $PROM
 check "readable by node exporter's user (0644)" test "$(ct stat -c %a $PROM)" = 644
 
+# --- linkfarm-web under systemd (SPEC §13) ----------------------------------------------------------
+check "the package made linkfarm-web's user (sysusers.d)" ct getent passwd linkfarm-web
+check "systemd-analyze verify of linkfarm-web.service is clean" \
+    test -z "$(ct systemd-analyze verify /lib/systemd/system/linkfarm-web.service 2>&1 | grep -v 'Unit.*not found' || true)"
+wexp=$(ct systemd-analyze security linkfarm-web.service 2>/dev/null | awk '/Overall exposure level/{print $(NF-2)}')
+check "linkfarm-web sandbox exposure $wexp <= 1.2" awk -v e="$wexp" 'BEGIN{exit !(e <= 1.2 && e > 0)}'
+IN=/vol/service/cw/storage-user/models-inbox
+MODELS=/vol/service/cw/storage-models/models
+WOWNER="$(ct id -u linkfarm-web):$(ct id -g linkfarm-web)"
+# An inbox owned by the web service's user (its folders, and what it accepts), and a web section.
+ct bash -c "sed -i 's|^settings:|inboxes:\n  - name: models-inbox\n    dir: $IN\n    target_dir: $MODELS\n    settle: 1s\n    owner: \"$WOWNER\"\nsettings:|' $CFG"
+ct bash -c "printf 'web:\n  listen: 127.0.0.1:8470\n  reserve: 1MiB\n' >>$CFG"
+check "the config with an inbox and a web section is valid" ct linkfarm validate
+check "the daemon restarts with the inbox" ct systemctl restart linkfarm
+check "and makes the inbox folders, owned by linkfarm-web" wait_until 10 ct bash -c "[ \"\$(stat -c %U $IN/loras)\" = linkfarm-web ]"
+ct bash -c 'printf "pw-alice\n" | linkfarm web user add alice --password-stdin' >/dev/null
+ct chgrp linkfarm-web /etc/linkfarm/web-users
+check "systemctl start linkfarm-web returns once it is READY" ct systemctl start linkfarm-web
+wpid=$(ct systemctl show -p MainPID --value linkfarm-web)
+check "it runs as linkfarm-web, without capabilities" \
+    ct bash -c "[ \"\$(stat -c %U /proc/$wpid)\" = linkfarm-web ] && grep -q '^CapEff:\s*0*$' /proc/$wpid/status"
+# A valid model, made here and read by the container through the bind mount.
+python3 - "$WORK/deb/m.safetensors" <<'PY'
+import json, os, struct, sys
+h = json.dumps({"lora_unet_a.lora_down.weight": {"dtype": "U8", "shape": [4096], "data_offsets": [0, 4096]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + os.urandom(4096))
+PY
+size=$(stat -c %s "$WORK/deb/m.safetensors")
+meta="Upload-Metadata: filename $(printf m.safetensors | base64 -w0),folder $(printf loras | base64 -w0)"
+loc=$(ct curl -sS -D - -o /dev/null -u alice:pw-alice -H 'Tus-Resumable: 1.0.0' -X POST \
+    -H "Upload-Length: $size" -H "$meta" http://127.0.0.1:8470/files/ | tr -d '\r' | sed -n 's|^[Ll]ocation: ||p')
+check "a tus creation gets a Location ($loc)" test -n "$loc"
+code=$(ct curl -sS -o /dev/null -w '%{http_code}' -u alice:pw-alice -H 'Tus-Resumable: 1.0.0' -X PATCH \
+    -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' \
+    --data-binary @/mnt/deb/m.safetensors "http://127.0.0.1:8470$loc")
+check "the whole file in one PATCH: 204 ($code)" test "$code" = 204
+check "the daemon accepts it into the models, byte for byte" \
+    wait_until 20 ct cmp -s /mnt/deb/m.safetensors $MODELS/loras/m.safetensors
+sha=$(sha256sum "$WORK/deb/m.safetensors" | cut -d' ' -f1)
+answer() { ct curl -sS -u alice:pw-alice "http://127.0.0.1:8470/api/uploads/${loc##*/}"; }
+said_accepted() { answer | grep -q '"state":"accepted"' && answer | grep -q "$sha"; }
+check "the web service reads the daemon's decision: accepted, with the sha256" wait_until 10 said_accepted
+check "journald has the accept with the web user" \
+    wait_until 10 bash -c "nsenter -t $INIT -a journalctl -u linkfarm LINKFARM_ACTION=accept -o json | grep -q 'alice'"
+check "systemctl reload linkfarm-web keeps it active" \
+    bash -c "nsenter -t $INIT -a systemctl reload linkfarm-web && [ \"\$(nsenter -t $INIT -a systemctl is-active linkfarm-web)\" = active ]"
+ct systemctl stop linkfarm-web
+check "systemctl stop linkfarm-web exits cleanly" \
+    test "$(ct systemctl show -p ExecMainStatus --value linkfarm-web)/$(ct systemctl is-active linkfarm-web || true)" = "0/inactive"
+
 # --- stop ------------------------------------------------------------------------------------------
 ct systemctl stop linkfarm
 check "systemctl stop exits cleanly (status 0, inactive)" \
@@ -227,5 +278,7 @@ if [ "$FAILS" -gt 0 ]; then
     ct systemd-analyze verify /lib/systemd/system/linkfarm.service 2>&1 | head -n 5 || true
     ct systemctl status --no-pager linkfarm 2>&1 | tail -n 15 || true
     ct journalctl -u linkfarm LINKFARM_ACTION=create -n 1 -o json 2>&1 | cut -c1-1500 || true
+    ct journalctl -u linkfarm-web -n 20 --no-pager 2>&1 || true
+    ct journalctl -u linkfarm -n 20 --no-pager 2>&1 | grep -i inbox || true
 fi
 summary

@@ -86,7 +86,13 @@ fn rfc3339_secs(t: &str) -> Option<u64> {
 fn decision(log: &Path, u: &Upload) -> Option<Record> {
     let name = u.final_name.as_deref().unwrap_or(&u.filename);
     let since = u.ended.unwrap_or(0).saturating_sub(5);
-    let f = std::fs::File::open(log).ok()?;
+    let f = match std::fs::File::open(log) {
+        Ok(f) => f,
+        Err(e) => {
+            unreadable_log(log, &e);
+            return None;
+        }
+    };
     let mut found = None;
     for line in BufReader::new(f).lines() {
         let Ok(line) = line else { break };
@@ -105,6 +111,20 @@ fn decision(log: &Path, u: &Upload) -> Option<Record> {
         }
     }
     found
+}
+
+/// Says once (per run) why the page shows uploads as pending for good: the daemon's upload log
+/// cannot be read. A log not made yet (no decision so far) is no news.
+fn unreadable_log(log: &Path, e: &std::io::Error) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if e.kind() != std::io::ErrorKind::NotFound && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "cannot read the daemon's upload log {}: {e}; the page cannot show decisions. \
+             hint: the daemon gives it the group linkfarm-web (mode 0640): run this service as a \
+             user in that group",
+            log.display()
+        );
+    }
 }
 
 fn why_text(target: &str) -> Option<String> {

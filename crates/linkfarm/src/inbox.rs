@@ -538,9 +538,24 @@ fn needs_scan(inbox: &Inbox, kind_mismatch: bool) -> bool {
     !inbox.scanner.is_empty() && !kind_refused
 }
 
-/// Appends one JSON line to the upload log (made, with its folder, when missing; mode 0640).
+/// The group that may read the upload log: `linkfarm web` shows each upload's decision from it,
+/// and runs as the packages' user `linkfarm-web` (SPEC §13). None where that group does not exist.
+pub const WEB_GROUP: &str = "linkfarm-web";
+
+fn web_gid() -> Option<nix::unistd::Gid> {
+    static GID: std::sync::OnceLock<Option<nix::unistd::Gid>> = std::sync::OnceLock::new();
+    *GID.get_or_init(|| {
+        nix::unistd::Group::from_name(WEB_GROUP)
+            .ok()
+            .flatten()
+            .map(|g| g.gid)
+    })
+}
+
+/// Appends one JSON line to the upload log (made, with its folder, when missing; mode 0640, group
+/// `linkfarm-web` where that group exists, so that the web service can read its decisions).
 fn append_line(path: &Path, line: &Value) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -549,6 +564,15 @@ fn append_line(path: &Path, line: &Value) -> std::io::Result<()> {
         .append(true)
         .mode(0o640)
         .open(path)?;
+    if let Some(gid) = web_gid() {
+        // Also a log made before the group existed (an upgrade). Through the open fd: the name
+        // may be replaced meanwhile, the file we write to is this one.
+        if f.metadata().is_ok_and(|m| m.gid() != gid.as_raw()) {
+            if let Err(e) = nix::unistd::fchown(&f, None, Some(gid)) {
+                debug!("cannot give {} the group {WEB_GROUP}: {e}", path.display());
+            }
+        }
+    }
     let mut text = line.to_string();
     text.push('\n');
     // One write call per line: concurrent appenders (two daemons) never interleave a line.
