@@ -2,17 +2,9 @@
 
 use std::path::Path;
 
-use linkfarm_core::{parse_config, ConfigError, IdLookup};
+use linkfarm_core::{parse_config, ConfigError};
 
-struct Ids;
-impl IdLookup for Ids {
-    fn user(&self, n: &str) -> Option<u32> {
-        (n == "alice").then_some(1000)
-    }
-    fn group(&self, n: &str) -> Option<u32> {
-        (n == "staff").then_some(100)
-    }
-}
+use linkfarm_testsupport::Ids;
 
 const FILE: &str = "/etc/linkfarm/linkfarm.yaml";
 

@@ -6,17 +6,9 @@ use std::time::Duration;
 
 use linkfarm_core::config::parse_size;
 use linkfarm_core::inbox::{CheckKind, Folders, InboxFolder, ModelFormat, OnExists};
-use linkfarm_core::{parse_config, Config, ConfigError, IdLookup, Owner};
+use linkfarm_core::{parse_config, Config, ConfigError, Owner};
 
-struct Ids;
-impl IdLookup for Ids {
-    fn user(&self, n: &str) -> Option<u32> {
-        (n == "alice").then_some(1000)
-    }
-    fn group(&self, n: &str) -> Option<u32> {
-        (n == "staff").then_some(100)
-    }
-}
+use linkfarm_testsupport::Ids;
 
 const FILE: &str = "/etc/linkfarm/linkfarm.yaml";
 

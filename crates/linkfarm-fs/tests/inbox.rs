@@ -10,18 +10,10 @@ use std::path::{Path, PathBuf};
 
 use linkfarm_core::inbox::decide::{unchanged, FileType};
 use linkfarm_core::inbox::{Inbox, InboxFolder};
-use linkfarm_core::{parse_config, IdLookup};
+use linkfarm_core::parse_config;
 use linkfarm_fs::inbox::{InboxFs, NotMoved, NotTaken, Seen};
 
-struct NoIds;
-impl IdLookup for NoIds {
-    fn user(&self, _: &str) -> Option<u32> {
-        None
-    }
-    fn group(&self, _: &str) -> Option<u32> {
-        None
-    }
-}
+use linkfarm_testsupport::NoIds;
 
 struct T {
     dir: tempfile::TempDir,

@@ -106,6 +106,19 @@ impl IdLookup for Ids {
     }
 }
 
+/// A user/group lookup that knows no name (a config without `owner`, or one whose names must
+/// fail to resolve).
+pub struct NoIds;
+
+impl IdLookup for NoIds {
+    fn user(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn group(&self, _: &str) -> Option<u32> {
+        None
+    }
+}
+
 /// A temp directory per test with `models/` (the target_dir, holding one folder per target)
 /// and a link_dir at a path of the caller's choice; removed when dropped.
 pub struct Tree {

@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `f` until it holds, for at most `secs` seconds.
+#[track_caller]
+fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    linkfarm_testsupport::wait_for_within(what, Duration::from_secs(secs), f);
 }
 
 fn safetensors(names: &[&str]) -> Vec<u8> {

@@ -1,24 +1,15 @@
 //! Helpers shared by the filesystem tests: a temp tree per test and a farm parsed from YAML.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use linkfarm_core::{parse_config, Farm, FarmState, IdLookup};
+use linkfarm_core::{parse_config, Farm, FarmState};
 use linkfarm_fs::{Caps, FarmFs, Mode, Outcome, PassReport};
 
-pub struct NoIds;
-impl IdLookup for NoIds {
-    fn user(&self, _: &str) -> Option<u32> {
-        None
-    }
-    fn group(&self, _: &str) -> Option<u32> {
-        None
-    }
-}
+pub use linkfarm_testsupport::{inventory, NoIds};
 
 pub struct Tree {
     pub dir: tempfile::TempDir,
@@ -132,22 +123,4 @@ pub fn assert_converged(fs: &mut FarmFs) {
 
 pub fn link_text(p: &Path) -> Option<PathBuf> {
     fs::read_link(p).ok()
-}
-
-/// Every regular file under `root` (not following symlinks): content → count.
-pub fn inventory(root: &Path) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                *out.entry(fs::read(e.path()).unwrap()).or_insert(0) += 1;
-            }
-        }
-    }
-    out
 }
