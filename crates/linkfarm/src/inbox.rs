@@ -10,14 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use inotify::{Inotify, WatchMask};
 use linkfarm_core::inbox::decide::{
     decide, folders, look, record, refused_name, unchanged, why_text, Decision, Facts, Look, Record, Refusal,
     ScanVerdict, WorkerVerdict,
@@ -72,6 +69,9 @@ impl InboxStatus {
     }
 }
 
+/// The longest wait between two tries to list a target_dir that could not be listed.
+const UNLISTED_MAX: Duration = Duration::from_secs(60);
+
 /// One inbox, opened, with its retry times.
 pub struct Runner {
     fs: InboxFs,
@@ -84,7 +84,7 @@ pub struct Runner {
     /// Subfolders seen by the last pass (absolute), for the watches.
     pub dirs: Vec<PathBuf>,
     /// While target_dir cannot be listed (renamed away, a volume not mounted): the wait before
-    /// the next try, 1 s doubling up to RESCAN. Nothing on disk announces its return.
+    /// the next try, 1 s doubling up to [`UNLISTED_MAX`]. Nothing on disk announces its return.
     unlisted: Option<Duration>,
 }
 
@@ -144,7 +144,7 @@ impl Runner {
                     self.status.findings = vec![format!("{e}")];
                     let wait = self
                         .unlisted
-                        .map_or(Duration::from_secs(1), |w| (w * 2).min(RESCAN));
+                        .map_or(Duration::from_secs(1), |w| (w * 2).min(UNLISTED_MAX));
                     warn!(inbox = %inbox.name, "cannot list target_dir: {e}; trying again in {}s", wait.as_secs());
                     self.unlisted = Some(wait);
                     out.wake(now + wait);
@@ -617,41 +617,71 @@ pub fn apply_once(config: &Config, now: SystemTime) -> Vec<(String, Result<Inbox
 
 /// A hint for the service thread.
 enum Hint {
-    /// A new config (after a reload).
+    /// A look at this inbox (the daemon's loop routed an event or a timer to it).
+    Look(String),
+    /// A new config (after a reload): every inbox is opened again and looked at.
     Config(Box<Config>),
     /// Stop after the file in progress.
     Stop,
 }
 
-/// The inboxes of the daemon, on a thread of their own.
+/// What the loop needs to drive one inbox as a reconciler, after each of its passes: the
+/// folders to watch and when to look again without an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxPlan {
+    /// The inbox's name.
+    pub name: String,
+    /// Its folders and their subfolders, as the last pass walked them.
+    pub dirs: Vec<PathBuf>,
+    /// The earliest time a waiting file settles, a retry is due or target_dir is tried again.
+    pub next: Option<SystemTime>,
+}
+
+/// The inboxes of the daemon: their passes run on a thread of their own (a check that waits for
+/// a worker or the scanner never delays a repair), driven by the daemon's loop, which watches
+/// their folders, routes the events and keeps their timers (`daemon::InboxRt`).
 pub struct Service {
     tx: mpsc::Sender<Hint>,
-    /// A byte written here wakes the thread's poll for a hint: it never polls the channel.
-    wake: UnixStream,
     thread: std::thread::JoinHandle<()>,
     samples: Samples,
+    plans: Plans,
 }
 
 /// The inboxes' numbers for the metrics, as the inbox thread last sent them: a new value only
 /// when a number changed, so an idle inbox never wakes the daemon's loop.
 pub type Samples = tokio::sync::watch::Receiver<Vec<InboxSample>>;
 
+/// The inboxes' plans, as the inbox thread last sent them (a new value only when one changed).
+pub type Plans = tokio::sync::watch::Receiver<Vec<InboxPlan>>;
+
+/// Sends hints to the service thread; cheap to clone, one per inbox reconciler.
+#[derive(Clone)]
+pub struct Hints(mpsc::Sender<Hint>);
+
+impl Hints {
+    /// Asks for a pass over inbox `name`. Never blocks: the thread takes hints between passes,
+    /// and hints that queue up meanwhile make one pass.
+    pub fn look(&self, name: &str) {
+        let _ = self.0.send(Hint::Look(name.to_owned()));
+    }
+}
+
 impl Service {
-    /// Starts the thread for `config`'s inboxes (it idles when there are none).
+    /// Starts the thread for `config`'s inboxes. It blocks until the first hint: the loop's
+    /// first look at each inbox.
     pub fn start(config: &Config, spawn: Spawn) -> std::io::Result<Service> {
         let (tx, rx) = mpsc::channel();
-        let (wake, woken) = UnixStream::pair()?;
-        woken.set_nonblocking(true)?;
         let (samples_tx, samples) = tokio::sync::watch::channel(zero_samples(config));
+        let (plans_tx, plans) = tokio::sync::watch::channel(Vec::new());
         let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("inboxes".into())
-            .spawn(move || service(config, spawn, rx, &woken, &samples_tx))?;
+            .spawn(move || service(config, spawn, &rx, &samples_tx, &plans_tx))?;
         Ok(Service {
             tx,
-            wake,
             thread,
             samples,
+            plans,
         })
     }
 
@@ -660,43 +690,27 @@ impl Service {
         self.samples.clone()
     }
 
+    /// The inboxes' plans; the value changes when a plan does.
+    pub fn plans(&self) -> Plans {
+        self.plans.clone()
+    }
+
+    /// Where to send looks.
+    pub fn hints(&self) -> Hints {
+        Hints(self.tx.clone())
+    }
+
     /// Hands a reloaded config over.
     pub fn reload(&self, config: &Config) {
         let _ = self.tx.send(Hint::Config(Box::new(config.clone())));
-        let _ = (&self.wake).write(&[1]);
     }
 
     /// Stops after the file in progress, and waits.
     pub fn stop(self) {
         let _ = self.tx.send(Hint::Stop);
-        let _ = (&self.wake).write(&[1]);
         let _ = self.thread.join();
     }
 }
-
-/// The watch mask: a file finished (closed after writing, or moved in) or a folder made. Not
-/// IN_MODIFY: a write into an inbox must not wake the daemon once per write.
-fn mask() -> WatchMask {
-    WatchMask::CLOSE_WRITE
-        | WatchMask::MOVED_TO
-        | WatchMask::CREATE
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR
-}
-
-/// The watch mask of an inbox's target_dir: a model folder made, renamed or removed changes
-/// the inbox's folders (`folders: "*"`), or lets a listed folder's files be accepted.
-fn target_mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::MOVED_TO
-        | WatchMask::MOVED_FROM
-        | WatchMask::DELETE
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR
-}
-
-/// A pass at least this often, whatever the hints say (a safety net, as the farms' resync).
-const RESCAN: Duration = Duration::from_secs(60);
 
 fn open_runners(config: &Config, spawn: &Spawn) -> BTreeMap<String, Runner> {
     let mut out = BTreeMap::new();
@@ -737,13 +751,8 @@ fn samples_of(config: &Config, runners: &BTreeMap<String, Runner>) -> Vec<InboxS
         .collect()
 }
 
-/// Sends the numbers to the daemon's loop when they changed (only then is it woken).
-fn send_samples(
-    tx: &tokio::sync::watch::Sender<Vec<InboxSample>>,
-    config: &Config,
-    runners: &BTreeMap<String, Runner>,
-) {
-    let new = samples_of(config, runners);
+/// Sends `new` when it differs from what the receiver has (only then is the loop woken).
+fn send_changed<T: PartialEq>(tx: &tokio::sync::watch::Sender<T>, new: T) {
     tx.send_if_modified(|cur| {
         let changed = *cur != new;
         if changed {
@@ -768,148 +777,68 @@ fn reopen(config: &Config, spawn: &Spawn, old: BTreeMap<String, Runner>) -> BTre
     runners
 }
 
+/// The service thread: waits for hints (it has no timer and no watch of its own, so an idle
+/// inbox costs no wake-up), makes the passes they ask for, and reports each inbox's plan.
 fn service(
     mut config: Config,
     spawn: Spawn,
-    rx: mpsc::Receiver<Hint>,
-    woken: &UnixStream,
+    rx: &mpsc::Receiver<Hint>,
     samples: &tokio::sync::watch::Sender<Vec<InboxSample>>,
+    plans: &tokio::sync::watch::Sender<Vec<InboxPlan>>,
 ) {
     let mut runners = open_runners(&config, &spawn);
-    let mut inotify = match Inotify::init() {
-        Ok(i) => Some(i),
-        Err(e) => {
-            warn!(
-                "inboxes: no inotify ({e}); they are looked at every {}s",
-                RESCAN.as_secs()
-            );
-            None
+    // What each runner's last pass said about when to look again.
+    let mut next: BTreeMap<String, Option<SystemTime>> = BTreeMap::new();
+    let mut wanted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let take = |hint: Hint,
+                wanted: &mut std::collections::BTreeSet<String>,
+                config: &mut Config,
+                runners: &mut BTreeMap<String, Runner>|
+     -> bool {
+        match hint {
+            Hint::Stop => return false,
+            Hint::Look(name) => {
+                wanted.insert(name);
+            }
+            Hint::Config(c) => {
+                *config = *c;
+                *runners = reopen(config, &spawn, std::mem::take(runners));
+                wanted.extend(runners.keys().cloned());
+            }
         }
+        true
     };
-    let mut watched: BTreeMap<PathBuf, inotify::WatchDescriptor> = BTreeMap::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut next_pass = SystemTime::now();
-    loop {
-        if runners.is_empty() {
-            // Nothing to look at: sleep until a reload or the stop.
-            match rx.recv() {
-                Ok(Hint::Config(c)) => {
-                    config = *c;
-                    runners = reopen(&config, &spawn, std::mem::take(&mut runners));
-                    send_samples(samples, &config, &runners);
-                    next_pass = SystemTime::now();
-                    continue;
-                }
-                Ok(Hint::Stop) | Err(_) => break,
+    while let Ok(hint) = rx.recv() {
+        if !take(hint, &mut wanted, &mut config, &mut runners) {
+            return;
+        }
+        // Hints that came meanwhile join this round: one pass per inbox for a burst.
+        while let Ok(hint) = rx.try_recv() {
+            if !take(hint, &mut wanted, &mut config, &mut runners) {
+                return;
             }
         }
         let now = SystemTime::now();
-        if now >= next_pass {
-            let mut next = now + RESCAN;
-            for r in runners.values_mut() {
-                let out = r.pass(now);
-                if let Some(n) = out.next {
-                    next = next.min(n);
-                }
-            }
-            write_status(&config, &runners);
-            send_samples(samples, &config, &runners);
-            next_pass = next;
-            if let Some(ino) = &mut inotify {
-                if rewatch(ino, &runners, &mut watched) {
-                    // A file written into a folder before its watch existed made no event: one
-                    // more pass, at once, sees it.
-                    next_pass = SystemTime::now();
-                }
+        for name in std::mem::take(&mut wanted) {
+            if let Some(r) = runners.get_mut(&name) {
+                next.insert(name, r.pass(now).next);
             }
         }
-        match rx.try_recv() {
-            Ok(Hint::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
-            Ok(Hint::Config(c)) => {
-                config = *c;
-                runners = reopen(&config, &spawn, std::mem::take(&mut runners));
-                send_samples(samples, &config, &runners);
-                next_pass = SystemTime::now();
-                continue;
-            }
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        // Wait for an event, a hint on the channel (announced by a byte on `woken`) or the next
-        // settle time, and for nothing else: an idle inbox costs no wake-up. (RESCAN is below
-        // the u16 milliseconds of poll.)
-        let wait = next_pass.duration_since(SystemTime::now()).unwrap_or_default();
-        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-        let pollin = nix::poll::PollFlags::POLLIN;
-        let mut fds = vec![nix::poll::PollFd::new(woken.as_fd(), pollin)];
-        if let Some(ino) = &inotify {
-            fds.push(nix::poll::PollFd::new(ino.as_fd(), pollin));
-        }
-        let _ = nix::poll::poll(&mut fds, ms);
-        let (hint, event) = (
-            fds[0].any().unwrap_or(false),
-            fds.get(1).is_some_and(|f| f.any().unwrap_or(false)),
-        );
-        drop(fds);
-        if hint {
-            // The hint itself is read from the channel at the top of the loop.
-            let mut b = [0u8; 64];
-            while matches!((&*woken).read(&mut b), Ok(n) if n > 0) {}
-        }
-        if let Some(ino) = inotify.as_mut().filter(|_| event) {
-            let mut hinted = false;
-            while let Ok(events) = ino.read_events(&mut buf) {
-                let mut any = false;
-                for _ in events {
-                    any = true;
-                }
-                if !any {
-                    break;
-                }
-                hinted = true;
-            }
-            if hinted {
-                // Events are hints: one pass for a burst, a moment after it.
-                next_pass = next_pass.min(SystemTime::now() + Duration::from_millis(50));
-            }
-        }
+        next.retain(|n, _| runners.contains_key(n));
+        write_status(&config, &runners);
+        send_changed(samples, samples_of(&config, &runners));
+        let p = runners
+            .iter()
+            .map(|(name, r)| InboxPlan {
+                name: name.clone(),
+                dirs: r.dirs.clone(),
+                next: next.get(name).copied().flatten(),
+            })
+            .collect();
+        // Sent after every round, changed or not: the loop forgets an inbox's timer when it
+        // asks for a look, and the same settle time found again must reach it again.
+        plans.send_replace(p);
     }
-}
-
-/// Watches every folder and subfolder the last passes walked, and each inbox's target_dir; drops
-/// watches of the rest. Returns whether a watch was added.
-fn rewatch(
-    ino: &mut Inotify,
-    runners: &BTreeMap<String, Runner>,
-    watched: &mut BTreeMap<PathBuf, inotify::WatchDescriptor>,
-) -> bool {
-    let mut added = false;
-    let want: BTreeMap<&PathBuf, WatchMask> = runners
-        .values()
-        .flat_map(|r| r.dirs.iter().map(|d| (d, mask())))
-        .chain(runners.values().map(|r| (&r.inbox().target_dir, target_mask())))
-        .collect();
-    let gone: Vec<PathBuf> = watched
-        .keys()
-        .filter(|p| !want.contains_key(p))
-        .cloned()
-        .collect();
-    for p in gone {
-        if let Some(wd) = watched.remove(&p) {
-            let _ = ino.watches().remove(wd);
-        }
-    }
-    for (p, m) in want {
-        if !watched.contains_key(p) {
-            match ino.watches().add(p, m) {
-                Ok(wd) => {
-                    watched.insert(p.clone(), wd);
-                    added = true;
-                }
-                Err(e) => debug!("cannot watch {}: {e}", p.display()),
-            }
-        }
-    }
-    added
 }
 
 fn write_status(config: &Config, runners: &BTreeMap<String, Runner>) {

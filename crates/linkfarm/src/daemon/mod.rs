@@ -13,6 +13,7 @@
 //! watchdog pings so systemd restarts the daemon.
 
 pub mod farm;
+pub mod inbox;
 pub mod rounds;
 pub mod router;
 pub mod runtime;
@@ -33,6 +34,7 @@ use tracing::{debug, error, info, warn};
 use crate::load;
 use crate::metrics::{self, Metrics};
 use farm::FarmRt;
+use inbox::InboxRt;
 use router::{Id, Interest, Look, Role, Router};
 use runtime::State;
 use watch::{Msg, Watches};
@@ -47,7 +49,7 @@ const MAX_BATCH: usize = 4096;
 const CONFIG_GRACE: Duration = Duration::from_secs(2);
 const CONFIG_RETRY: Duration = Duration::from_millis(100);
 
-/// What the loop drives: farms now, the inboxes of SPEC §10 next. A reconciler names the
+/// What the loop drives: farms, and the inboxes of SPEC §10. A reconciler names the
 /// directories it depends on (the router routes their events, the loop watches them), carries
 /// out a look, and says when it wants one without an event.
 pub trait Reconciler {
@@ -92,6 +94,10 @@ struct Daemon {
     config_path: PathBuf,
     config: Config,
     farms: Vec<FarmRt>,
+    /// The inboxes, after the farms in [`Id`] order.
+    inboxes: Vec<InboxRt>,
+    /// Where the inboxes' looks go (the inbox thread), when it runs.
+    hints: Option<crate::inbox::Hints>,
     router: Router,
     watches: Option<Watches>,
     started: SystemTime,
@@ -134,6 +140,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config_absent: None,
         config_path: config.path.clone(),
         farms: Vec::new(),
+        inboxes: Vec::new(),
+        hints: None,
         router: Router::default(),
         config,
         watches,
@@ -147,7 +155,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         retry_watches: None,
         unpublished: true,
     };
-    d.install_farms(Vec::new());
+    // The inboxes' passes run on a thread of their own (a check never delays a repair); the
+    // loop drives them like the farms.
+    let inboxes = start_inboxes(&d.config);
+    d.hints = inboxes.as_ref().map(crate::inbox::Service::hints);
+    // Their numbers reach the metrics file through this loop, its one writer.
+    let mut samples = inboxes.as_ref().map(crate::inbox::Service::samples);
+    let mut plans = inboxes.as_ref().map(crate::inbox::Service::plans);
+    d.install(Vec::new());
     state::remove_leftovers(&d.config.settings.state_file);
     // Watches first, then the first full pass: a change during that pass is not missed.
     d.ensure_watches();
@@ -158,10 +173,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "started: {line}; {} inotify watches",
         d.watches.as_ref().map_or(0, Watches::len)
     );
-    // The inboxes (SPEC §10) run on a thread of their own: a check never delays a repair.
-    let inboxes = start_inboxes(&d.config);
-    // Their numbers reach the metrics file through this loop, its one writer.
-    let mut samples = inboxes.as_ref().map(crate::inbox::Service::samples);
     if let Some(s) = &mut samples {
         d.inbox_samples = s.borrow_and_update().clone();
     }
@@ -177,6 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         };
         let mut reload = false;
         let mut samples_closed = false;
+        let mut plans_closed = false;
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -210,11 +222,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 Some(s) => d.inbox_samples = s,
                 None => samples_closed = true,
             },
+            p = next_plans(plans.as_mut()) => match p {
+                Some(p) => d.inbox_plans(&p),
+                None => plans_closed = true,
+            },
             () = timer => {}
         }
         if samples_closed {
             // The inbox thread has ended; its last numbers stay in the file.
             samples = None;
+        }
+        if plans_closed {
+            plans = None;
         }
         d.ping_watchdog();
         reload |= d.config_absent.is_some_and(|(_, t)| t <= Instant::now());
@@ -254,6 +273,18 @@ async fn next_batch(stream: Option<&mut watch::Stream>) -> std::io::Result<Vec<i
     }
 }
 
+/// The inboxes' plans when their thread sends new ones; `None` once it has ended. Never
+/// completes without inboxes. Cancel-safe.
+async fn next_plans(plans: Option<&mut crate::inbox::Plans>) -> Option<Vec<crate::inbox::InboxPlan>> {
+    match plans {
+        Some(p) => match p.changed().await {
+            Ok(()) => Some(p.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// The inboxes' numbers when their thread sends new ones; `None` once it has ended. Never
 /// completes without inboxes. Cancel-safe.
 async fn next_samples(samples: Option<&mut crate::inbox::Samples>) -> Option<Vec<metrics::InboxSample>> {
@@ -283,8 +314,8 @@ fn notify(states: &[NotifyState<'_>]) {
 
 impl Daemon {
     /// (Re)creates the per-farm runtimes from the config, carrying counters over by farm name,
-    /// and the router for them; every farm gets a full look.
-    fn install_farms(&mut self, previous: Vec<FarmRt>) {
+    /// and the inboxes' reconcilers, and the router for them; every reconciler gets a full look.
+    fn install(&mut self, previous: Vec<FarmRt>) {
         let settings = &self.config.settings;
         self.farms = self
             .config
@@ -306,26 +337,61 @@ impl Daemon {
                 FarmRt::new(f.clone(), settings.adopt_after, poll, settings.poll_interval, prev)
             })
             .collect();
-        let interests: Vec<Vec<Interest>> = (0..self.count())
-            .map(|id| self.reconciler(id).interests())
-            .collect();
-        self.router = Router::new(&self.config_path, &interests);
+        self.inboxes = match &self.hints {
+            Some(h) => self
+                .config
+                .inboxes
+                .iter()
+                .map(|i| InboxRt::new(i, h.clone(), settings.poll_interval))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.router = Router::new(&self.config_path, &self.interests());
         self.full_all();
+    }
+
+    /// Every reconciler's interests, in [`Id`] order.
+    fn interests(&self) -> Vec<Vec<Interest>> {
+        self.reconcilers().map(Reconciler::interests).collect()
+    }
+
+    /// Takes the inbox thread's plans; an inbox whose folders changed changes the router's
+    /// interests and the watches.
+    fn inbox_plans(&mut self, plans: &[crate::inbox::InboxPlan]) {
+        let mut changed = false;
+        for p in plans {
+            if let Some(i) = self.inboxes.iter_mut().find(|i| i.name() == p.name) {
+                changed |= i.plan(p);
+            }
+        }
+        if changed {
+            let interests = self.interests();
+            self.router.reinterest(&interests);
+            self.rewatch = true;
+        }
     }
 
     /// How many reconcilers the loop drives.
     fn count(&self) -> usize {
-        self.farms.len()
+        self.farms.len() + self.inboxes.len()
     }
 
-    /// Reconciler `id`: the farms, in config order (the inboxes will follow them).
+    /// Reconciler `id`: the farms in config order, then the inboxes.
     fn reconciler(&mut self, id: Id) -> &mut dyn Reconciler {
-        &mut self.farms[id]
+        let farms = self.farms.len();
+        if id < farms {
+            &mut self.farms[id]
+        } else {
+            &mut self.inboxes[id - farms]
+        }
     }
 
     /// Every reconciler, in [`Id`] order.
     fn reconcilers(&self) -> impl Iterator<Item = &dyn Reconciler> {
-        self.farms.iter().map(|f| f as &dyn Reconciler)
+        self.farms
+            .iter()
+            .map(|f| f as &dyn Reconciler)
+            .chain(self.inboxes.iter().map(|i| i as &dyn Reconciler))
     }
 
     /// A full look for every reconciler (start-up, reload, resync, overflow); it also re-checks
@@ -440,7 +506,7 @@ impl Daemon {
                     unwatched.contains(&i.dir)
                         && match i.role {
                             Role::Names => std::fs::symlink_metadata(&i.dir).is_ok_and(|m| m.is_dir()),
-                            Role::Full => i.dir.is_dir(),
+                            Role::Full | Role::Files => i.dir.is_dir(),
                             Role::Guard => false,
                         }
                 });
@@ -526,7 +592,7 @@ impl Daemon {
                 self.config = new;
                 self.metrics.set_path(self.config.settings.metrics_file.clone());
                 let previous = std::mem::take(&mut self.farms);
-                self.install_farms(previous);
+                self.install(previous);
             }
             Err(e) if self.config_briefly_absent() => {
                 debug!("reload: {e}; the config is being replaced, trying again shortly");

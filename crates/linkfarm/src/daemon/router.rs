@@ -52,6 +52,9 @@ pub enum Role {
     /// pass (an ancestor of a `link_dir` whose fd is held, SPEC §4 as amended). Watched for
     /// just that; events on its other names route nowhere.
     Guard,
+    /// Like `Full`, and a file closed after writing counts too (an inbox's folders, SPEC §10:
+    /// an upload that has just been finished is what it waits for).
+    Files,
 }
 
 /// A directory a reconciler depends on: watched, and routed by its [`Role`].
@@ -80,6 +83,8 @@ pub struct Router {
     names_in: HashMap<PathBuf, Vec<Id>>,
     /// Directory → who needs a full pass when a child changes.
     full_in: HashMap<PathBuf, Vec<Id>>,
+    /// Directory → who needs a full pass when a child changes or a file in it was written.
+    files_in: HashMap<PathBuf, Vec<Id>>,
     /// A wanted directory or any ancestor of one → the reconcilers with a directory at or under
     /// it (a change there may have moved that directory).
     under: HashMap<PathBuf, Vec<Id>>,
@@ -113,6 +118,7 @@ impl Router {
                 let map = match i.role {
                     Role::Names => &mut r.names_in,
                     Role::Full => &mut r.full_in,
+                    Role::Files => &mut r.files_in,
                     Role::Guard => {
                         // Its own ancestors are the guarded directory's too: `under` has them.
                         want(&mut r.wanted, &i.dir, Watch::Guard);
@@ -134,6 +140,14 @@ impl Router {
         r
     }
 
+    /// The same router for changed interests (a reconciler whose directories change as it
+    /// works: an inbox's client subfolders); the looks queued stay queued.
+    pub fn reinterest(&mut self, interests: &[Vec<Interest>]) {
+        let queue = std::mem::take(&mut self.queue);
+        *self = Router::new(&self.config, interests);
+        self.queue = queue;
+    }
+
     /// The directories to watch, and how.
     pub fn wanted(&self) -> &BTreeMap<PathBuf, Watch> {
         &self.wanted
@@ -148,7 +162,12 @@ impl Router {
             watched_path: under.is_some(),
         };
         if kind == Kind::Written {
-            // Only the config cares; for a reconciler the create event already counted.
+            // Only the config and `Files` care; for the others the create event already counted.
+            if let Some(ids) = path.parent().and_then(|p| self.files_in.get(p)) {
+                for id in ids.clone() {
+                    self.full(id);
+                }
+            }
             return routed;
         }
         // The path is a watched directory or an ancestor: whoever depends on it looks at all.
@@ -160,9 +179,11 @@ impl Router {
         let Some(parent) = path.parent() else {
             return routed;
         };
-        if let Some(ids) = self.full_in.get(parent) {
-            for id in ids.clone() {
-                self.full(id);
+        for map in [&self.full_in, &self.files_in] {
+            if let Some(ids) = map.get(parent) {
+                for id in ids.clone() {
+                    self.queue.insert(id, Look::Full);
+                }
             }
         }
         if let (Some(ids), Some(name)) = (self.names_in.get(parent), path.file_name()) {
@@ -245,6 +266,37 @@ mod tests {
             all: all.iter().map(OsString::from).collect(),
             gone: gone.iter().map(OsString::from).collect(),
         })
+    }
+
+    #[test]
+    fn a_file_written_in_an_inbox_folder_is_a_full_look_and_interests_can_change() {
+        let inbox = |dirs: &[&str]| -> Vec<Interest> {
+            dirs.iter()
+                .map(|d| Interest {
+                    dir: d.into(),
+                    role: Role::Files,
+                })
+                .collect()
+        };
+        let mut r = Router::new(
+            Path::new("/etc/lf/c.yaml"),
+            &[farm("/t", "/l"), inbox(&["/i/loras"])],
+        );
+        // A file written in a farm's link_dir is nothing new (its creation counted already);
+        // in an inbox folder it is the upload finished.
+        r.event(Path::new("/l/a"), Kind::Written);
+        assert!(r.is_empty());
+        r.event(Path::new("/i/loras/x.safetensors"), Kind::Written);
+        assert_eq!(r.take(), BTreeMap::from([(1, Look::Full)]));
+        r.event(Path::new("/i/loras/x.safetensors"), Kind::Renamed);
+        assert_eq!(r.take(), BTreeMap::from([(1, Look::Full)]));
+        // A client subfolder appears: the inbox's interests grow, a queued look survives.
+        r.event(Path::new("/i/loras/styles"), Kind::Created);
+        r.reinterest(&[farm("/t", "/l"), inbox(&["/i/loras", "/i/loras/styles"])]);
+        assert!(r.wanted().contains_key(Path::new("/i/loras/styles")));
+        assert_eq!(r.take(), BTreeMap::from([(1, Look::Full)]));
+        r.event(Path::new("/i/loras/styles/y.safetensors"), Kind::Written);
+        assert_eq!(r.take(), BTreeMap::from([(1, Look::Full)]));
     }
 
     #[test]
