@@ -1,8 +1,10 @@
 //! The inboxes in the daemon and in `apply` (SPEC §10): one pass over an inbox looks at every
 //! candidate, waits for the unfinished ones, and carries each finished one through take → worker
 //! → scanner → re-check → accept or refuse, logging every decision to journald and to the upload
-//! log. [`Service`] runs the passes on a thread of their own, woken by inotify hints and by the
-//! time the next file settles, so that checking and hashing never delay a link repair.
+//! log. [`Service`] runs the passes on a thread of their own, so that checking and hashing never
+//! delay a link repair; the daemon's loop drives them like the farms (`daemon::inbox::InboxRt`:
+//! it watches the folders, routes their events, keeps the settle times) and the thread answers
+//! each pass with the inbox's [`InboxPlan`].
 //!
 //! Decisions are `linkfarm_core::inbox::decide`'s, moves are `linkfarm_fs::inbox`'s, content is
 //! judged by the unprivileged worker (`crate::worker`): this module only sequences them and
