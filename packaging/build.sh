@@ -18,5 +18,12 @@ deb=$(ls -t target/debian/linkfarm_*_amd64.deb | head -n1)
 # Overrides, each justified, are in packaging/debian/linkfarm.lintian-overrides.
 lintian --fail-on error,warning "$deb"
 echo "lintian: clean ($deb)"
+# lintian does not parse the maintainer scripts cargo-deb assembled; sh -n does.
+ctl=$(mktemp -d)
+dpkg-deb -e "$deb" "$ctl"
+for s in "$ctl"/preinst "$ctl"/postinst "$ctl"/prerm "$ctl"/postrm; do
+    [ ! -e "$s" ] || sh -n "$s" || { echo "broken maintainer script: $(basename "$s")"; exit 1; }
+done
+rm -rf "$ctl"
 cargo generate-rpm -p crates/linkfarm
 ls -t target/generate-rpm/linkfarm-*.rpm | head -n1
