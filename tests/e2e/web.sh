@@ -61,7 +61,7 @@ inboxes:
     dir: $T/inbox
     target_dir: $T/models
     accept: [safetensors, gguf]
-    max_size: 64MiB
+    max_size: 512MiB
     settle: 1s
   - name: tiny
     dir: $T/tiny/inbox
@@ -208,7 +208,7 @@ read -r st _ < <(create x.safetensors loras 100 elsewhere); check "an inbox not 
 echo x >"$T/models/loras/taken.safetensors"
 read -r st _ < <(create taken.safetensors loras 100); check "a name in the target gets 409" test "$st" = 409
 read -r st _ < <(create x.exe loras 100); check "an extension not accepted gets 415" test "$st" = 415
-read -r st _ < <(create x.safetensors loras $((65 << 20))); check "Upload-Length over max_size gets 413" test "$st" = 413
+read -r st _ < <(create x.safetensors loras $((513 << 20))); check "Upload-Length over max_size gets 413" test "$st" = 413
 read -r st fid < <(create fake.safetensors loras 1000)
 printf '<html>this is a web page saved with the wrong name</html>' >"$T/fake"
 check "a first chunk that is not safetensors gets 415" test "$(patch "$fid" 0 "$T/fake")" = 415
@@ -281,7 +281,8 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     need_packages chromium:chromium node:nodejs npm:npm
     mkdir -p "$NODE_DIR"
     [ -d "$NODE_DIR/node_modules/playwright-core" ] || (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent playwright-core@1 >/dev/null)
-    mk_model "$T/page-one.safetensors" 4000000
+    # A 200 MiB model through the page, in 1 MiB chunks (web.max_chunk here).
+    mk_model "$T/page-one.safetensors" $((200 << 20))
     mk_model "$T/page-two.safetensors" 2500000
     mk_model "$T/page-three.safetensors" 6000000
     # page-two is cut short (the last 100 bytes missing): the daemon refuses it.
@@ -297,7 +298,7 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     ) &
     RESTARTER=$!
     if NODE_PATH=$NODE_DIR/node_modules node tests/e2e/web/page.js "$URL" "$T/page-one.safetensors" "$T/page-two.safetensors" "$T/page-three.safetensors" "$ART" "$T" >"$T/page.log" 2>&1; then
-        pass "Chromium: login, two files by the file input, pause/resume, accepted and refused shown ($ART/page.png)"
+        pass "Chromium: login, a 200 MiB model and a truncated one by the file input, pause/resume, accepted and refused shown ($ART/page.png)"
         pass "Chromium: an upload interrupted by a kill -9 and restart of the service resumed to completion ($(grep 'restart at' "$T/page.log"))"
     else
         fail "Chromium: $(tail -n5 "$T/page.log")"
@@ -307,6 +308,7 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     check "the page's files: two accepted into the models, one refused with a reason" \
         test -f "$T/models/loras/page-one.safetensors" -a -f "$T/models/loras/page-three.safetensors" \
         -a -f "$T/inbox/_refused/loras/page-two.safetensors.why.txt"
+    check "the 200 MiB model is in the models byte for byte" cmp -s "$T/page-one.safetensors" "$T/models/loras/page-one.safetensors"
 fi
 
 echo "--- SIGHUP reloads; an expired upload's part file is removed within a minute"
