@@ -152,6 +152,37 @@ fn stamp(st: &FileStat) -> Stamp {
     }
 }
 
+/// The stamp of the open file `fd` as the filesystem itself has it now, past the kernel's
+/// attribute cache (`statx` with `AT_STATX_FORCE_SYNC`; a local filesystem answers as `fstat`
+/// does). On FUSE and NFS an `fstat` right after linkfarm's own move can answer from the cache
+/// and a later one from the server: the file then looked "changed while it was checked", went
+/// back, and was taken again at once, forever.
+fn fresh_stamp(fd: BorrowedFd<'_>) -> Option<Stamp> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+    let want = StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::CTIME;
+    let s = statx(fd, "", flags, want).ok()?;
+    let t = |ts: rustix::fs::StatxTimestamp| time(ts.tv_sec, i64::from(ts.tv_nsec));
+    Some(Stamp {
+        size: s.stx_size,
+        mtime: t(s.stx_mtime),
+        ctime: t(s.stx_ctime),
+    })
+}
+
+/// The link count of `name` in `dir` as the filesystem itself has it now, past the kernel's
+/// attribute cache (`statx` with `AT_STATX_FORCE_SYNC`). FUSE (bindfs: 1 s) and NFS (`actimeo`)
+/// go on showing a cached count: 2, for a second after the `link()`+`unlink()` fallback of
+/// SPEC §14 took a file still being written and put it back, and the upload was refused as
+/// `not_plain`. Asked only when the cached count is not 1 (a request to the server on NFS).
+fn fresh_nlink(dir: BorrowedFd<'_>, name: &OsStr) -> Option<u64> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_FORCE_SYNC;
+    statx(dir, name, flags, StatxFlags::NLINK)
+        .ok()
+        .map(|s| u64::from(s.stx_nlink))
+}
+
 #[allow(clippy::unnecessary_cast)]
 fn id(st: &FileStat) -> (u64, u64) {
     (st.st_dev as u64, st.st_ino as u64)
@@ -364,12 +395,17 @@ impl InboxFs {
             }
             let s = stamp(&st);
             #[allow(clippy::unnecessary_cast)]
+            let nlink = match st.st_nlink as u64 {
+                1 => 1,
+                n if t == FileType::Regular => fresh_nlink(fd.as_fd(), &name).unwrap_or(n),
+                n => n,
+            };
             out.seen.push(Seen {
                 folder: folder.clone(),
                 rel: child,
                 candidate: Candidate {
                     file_type: t,
-                    nlink: st.st_nlink as u64,
+                    nlink,
                     mode: (st.st_mode & 0o7777) as u32,
                     size: s.size,
                     mtime: s.mtime,
@@ -495,7 +531,7 @@ impl InboxFs {
         Ok(Taken {
             folder: seen.folder.clone(),
             rel: seen.rel.clone(),
-            stamp: stamp(&st),
+            stamp: fresh_stamp(fd.as_fd()).unwrap_or_else(|| stamp(&st)),
             writer,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -528,8 +564,15 @@ impl InboxFs {
     /// The taken file's stamp now, and whether a writer has it open: for
     /// `linkfarm_core::inbox::decide::unchanged` after the checks.
     pub fn restat(&self, taken: &Taken) -> Result<(Stamp, bool), FsError> {
-        let st = fstat(taken.fd.as_fd()).map_err(|e| FsError::new("fstat", taken.private_path.clone(), e))?;
-        Ok((stamp(&st), has_writer(taken.fd.as_fd()).unwrap_or(false)))
+        let now = match fresh_stamp(taken.fd.as_fd()) {
+            Some(s) => s,
+            None => {
+                let st = fstat(taken.fd.as_fd())
+                    .map_err(|e| FsError::new("fstat", taken.private_path.clone(), e))?;
+                stamp(&st)
+            }
+        };
+        Ok((now, has_writer(taken.fd.as_fd()).unwrap_or(false)))
     }
 
     fn private_parent(&mut self, folder: &InboxFolder, rel: &Path) -> Result<OwnedFd, FsError> {
