@@ -1106,6 +1106,41 @@ fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() 
 }
 
 #[test]
+fn a_rename_of_the_config_seen_only_once_the_new_file_exists_waits_for_it_too() {
+    // On a FUSE mount in CI the rename's event was handled after the editor had created the new
+    // file, still empty: the config was not absent, so the grace did not apply, and the reload
+    // failed with 'missing `version`'. The daemon is stopped here so that it sees the events
+    // only once the new, empty file exists.
+    let t = Tree::new(&["a", "b"]);
+    t.write_config("[a]", "", "");
+    let d = Daemon::start(&t);
+    d.wait_ready();
+    d.signal(Signal::SIGSTOP);
+    fs::rename(t.cfg(), t.root().join("linkfarm.yaml~")).unwrap();
+    let mut f = fs::File::create(t.cfg()).unwrap();
+    d.signal(Signal::SIGCONT);
+    wait_for("the daemon read the empty new file", || {
+        d.logged("trying again shortly") || d.logged("reload failed")
+    });
+    std::io::Write::write_all(&mut f, t.config_text("[a, b]", "", "").as_bytes()).unwrap();
+    drop(f);
+    wait_for("reloaded with the new config", || t.linked("b"));
+    assert!(
+        !d.logged("reload failed"),
+        "{:?}",
+        d.messages()
+            .iter()
+            .filter(|(_, m)| m.contains("reload"))
+            .collect::<Vec<_>>()
+    );
+    // A broken config moved into place is still reported, once the grace has passed.
+    fs::write(t.root().join("new.yaml"), "version: 1\nfarms: []\n").unwrap();
+    fs::rename(t.root().join("new.yaml"), t.cfg()).unwrap();
+    d.wait_logged("reload failed");
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
 fn a_degraded_farm_is_not_probed_until_its_target_dir_is_back() {
     let t = Tree::new(&["a"]);
     t.write_config("[a]", "", "");

@@ -410,6 +410,14 @@ impl Daemon {
     fn event(&mut self, p: &Path, kind: watch::Kind) -> bool {
         use watch::Kind;
         let routed = self.router.event(p, kind);
+        if routed.reload && kind != Kind::Written {
+            // The config was renamed or removed: it is being replaced (an editor's save), and
+            // by the time this event is read the new file may exist, still empty (on a FUSE
+            // mount in CI). A reload that fails within the grace is tried again; the new file's
+            // close reloads at once.
+            let now = Instant::now();
+            self.config_absent.get_or_insert((now, now + CONFIG_RETRY));
+        }
         if routed.watched_path && kind != Kind::Written {
             self.rewatch = true;
             if let Some(w) = &mut self.watches {
@@ -610,9 +618,9 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// Whether the config file is absent now, or was absent a moment ago (a new file is being
-    /// written in its place: a retry can read it created and still empty, as on a FUSE mount in
-    /// CI), for less than [`CONFIG_GRACE`] in all; if so, a reload is due again in
+    /// Whether the config file is absent now, or was absent or renamed away a moment ago (a new
+    /// file is being written in its place: a read can find it created and still empty, as on a
+    /// FUSE mount in CI), for less than [`CONFIG_GRACE`] in all; if so, a reload is due again in
     /// [`CONFIG_RETRY`]. The new file's own close event also reloads at once. A new file that is
     /// still invalid when the grace ends is reported then.
     fn config_briefly_absent(&mut self) -> bool {
