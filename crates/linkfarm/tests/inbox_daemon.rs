@@ -198,6 +198,68 @@ fn target_dir_away_and_back_is_noticed_without_any_event() {
 }
 
 #[test]
+fn fifos_devices_sockets_and_symlinks_are_left_reported_and_never_block_the_daemon() {
+    // SPEC §10: never opened, followed or moved. A FIFO opened for reading would block until a
+    // writer came; a device opened could be anything. The daemon goes on deciding and repairing.
+    use std::os::unix::fs::FileTypeExt;
+    let d = Daemon::start("0");
+    let shadow = fs::symlink_metadata("/etc/shadow")
+        .ok()
+        .map(|m| m.modified().unwrap());
+    nix::unistd::mkfifo(
+        &d.p("inbox/loras/pipe.safetensors"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", d.p("inbox/loras/shadow.safetensors")).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(d.p("inbox/vae/s.safetensors")).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // /dev/null's numbers: harmless if it were ever opened, which the test would not see;
+        // what it checks is that the node stays where it is and is reported.
+        nix::sys::stat::mknod(
+            &d.p("inbox/vae/null.safetensors"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+    }
+    let bytes = safetensors(&["lora_unet_a.lora_down.weight", "lora_unet_a.lora_up.weight"]);
+    drop_file(&d.p("inbox/loras/ok.safetensors"), &bytes);
+    wait_for("the valid upload beside them accepted", 30, || {
+        d.p("models/loras/ok.safetensors").is_file()
+    });
+    fs::remove_file(d.p("links/vae")).unwrap();
+    wait_for("a link repaired meanwhile", 10, || d.p("links/vae").is_symlink());
+    let t = |p: &str| fs::symlink_metadata(d.p(p)).unwrap().file_type();
+    assert!(t("inbox/loras/pipe.safetensors").is_fifo());
+    assert!(t("inbox/loras/shadow.safetensors").is_symlink());
+    assert!(t("inbox/vae/s.safetensors").is_socket());
+    if root {
+        assert!(t("inbox/vae/null.safetensors").is_char_device());
+    }
+    assert_eq!(
+        fs::symlink_metadata("/etc/shadow")
+            .ok()
+            .map(|m| m.modified().unwrap()),
+        shadow,
+        "the symlink's target was not touched"
+    );
+    wait_for("each reported in the inbox status", 10, || {
+        let st = fs::read_to_string(d.p("run/state.inboxes.json")).unwrap_or_default();
+        ["pipe.safetensors", "shadow.safetensors", "s.safetensors"]
+            .iter()
+            .all(|n| st.contains(n))
+            && (!root || st.contains("null.safetensors"))
+    });
+    assert!(
+        !d.p("inbox/_refused").join("loras/pipe.safetensors").exists(),
+        "not moved to refused"
+    );
+}
+
+#[test]
 fn a_truncated_upload_and_an_existing_name_are_refused_with_a_reason() {
     let d = Daemon::start("1s");
     let mut cut = safetensors(&["a", "b"]);
