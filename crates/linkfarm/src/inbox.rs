@@ -385,6 +385,12 @@ impl Runner {
                         return;
                     }
                     Err(NotMoved::Exists) => continue,
+                    Err(NotMoved::Failed(e)) if e.errno == nix::errno::Errno::ENOENT => {
+                        // The model folder was renamed or removed since the look (an admin at
+                        // work, a volume going away): a race the next look settles, not a fault.
+                        warn!(inbox = %inbox.name, "cannot accept: {e}; the file goes back to the inbox and is looked at again");
+                        break;
+                    }
                     Err(NotMoved::Failed(e)) => {
                         error!(inbox = %inbox.name, "cannot accept: {e}; the file goes back to the inbox");
                         break;
