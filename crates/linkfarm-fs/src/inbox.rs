@@ -871,6 +871,22 @@ impl InboxFs {
     }
 
     /// Names of the real subdirectories of `target_dir` (for `folders: "*"`).
+    /// The real folders directly in the inbox's `dir` (linkfarm's own and `exclude`d names left
+    /// out), read through the held fd.
+    pub fn dir_folders(&self) -> Vec<OsString> {
+        crate::observe::list(self.dir.as_fd())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, _)| !self.inbox.ignores(n))
+            .filter(|(n, _)| {
+                lstat_at(self.dir.as_fd(), n)
+                    .map(|st| is_dir(&st))
+                    .unwrap_or(false)
+            })
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     pub fn target_subdirs(&self) -> Result<Vec<OsString>, FsError> {
         let root = open_dir_path(&self.inbox.target_dir)
             .map_err(|e| FsError::new("open", self.inbox.target_dir.clone(), e))?;

@@ -186,6 +186,12 @@ impl Runner {
                 }
             }
         }
+        if inbox.explicit().is_none() {
+            let (found, watch) = self.orphans(&inbox, &subdirs);
+            findings.extend(found);
+            // Watched too: a file dropped there later is reported at once.
+            dirs.extend(watch);
+        }
         self.retries
             .retain(|_, (_, until)| *until > now - Duration::from_secs(3600));
         self.status.pending = pending;
@@ -193,6 +199,41 @@ impl Runner {
         self.status.conflict = conflict;
         self.dirs = dirs;
         out
+    }
+
+    /// Folders of `dir` that are no inbox folder any more: under `folders: "*"` their model
+    /// folder was renamed or removed. Nothing in them is looked at; those holding uploads are
+    /// reported (a finding in `check` and `status`), never moved. Returns the findings and every
+    /// such folder (to watch).
+    fn orphans(&self, inbox: &Inbox, subdirs: &[std::ffi::OsString]) -> (Vec<String>, Vec<PathBuf>) {
+        let refused_top = inbox
+            .refused_dir
+            .strip_prefix(&inbox.dir)
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_owned());
+        let (mut out, mut watch) = (Vec::new(), Vec::new());
+        for name in self.fs.dir_folders() {
+            if subdirs.contains(&name) || Some(&name) == refused_top.as_ref() {
+                continue;
+            }
+            let Some(folder) = name.to_str() else { continue };
+            watch.push(inbox.dir.join(folder));
+            let f = linkfarm_core::inbox::InboxFolder {
+                folder: folder.to_owned(),
+                target: folder.to_owned(),
+            };
+            let files = self.fs.walk(&f).seen.len();
+            if files > 0 {
+                out.push(format!(
+                    "{}: {files} file(s) wait here, but {} is gone, so nothing in it is looked at: \
+                     make the model folder again, or move the files into another folder",
+                    inbox.dir.join(folder).display(),
+                    inbox.target_dir.join(folder).display()
+                ));
+            }
+        }
+        (out, watch)
     }
 
     fn handle(
@@ -877,6 +918,9 @@ pub fn survey(inbox: &Inbox) -> InboxStatus {
             return st;
         }
     };
+    if inbox.explicit().is_none() {
+        st.findings.extend(survey_orphans(inbox, &subdirs));
+    }
     for f in folders(inbox, &subdirs) {
         let top = inbox.dir.join(&f.folder);
         match std::fs::symlink_metadata(&top) {
@@ -895,6 +939,42 @@ pub fn survey(inbox: &Inbox) -> InboxStatus {
         }
     }
     st
+}
+
+/// What [`Runner::orphans`] reports, for `check`: read-only, by path.
+fn survey_orphans(inbox: &Inbox, subdirs: &[std::ffi::OsString]) -> Vec<String> {
+    let refused_top = inbox
+        .refused_dir
+        .strip_prefix(&inbox.dir)
+        .ok()
+        .and_then(|r| r.components().next())
+        .map(|c| c.as_os_str().to_owned());
+    let Ok(rd) = std::fs::read_dir(&inbox.dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if inbox.ignores(&name)
+            || subdirs.contains(&name)
+            || Some(&name) == refused_top.as_ref()
+            || !e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let mut files = InboxStatus::default();
+        survey_dir(inbox, &e.path(), 0, &mut files);
+        if files.pending > 0 {
+            out.push(format!(
+                "{}: {} file(s) wait here, but {} is gone, so nothing in it is looked at: \
+                 make the model folder again, or move the files into another folder",
+                e.path().display(),
+                files.pending,
+                inbox.target_dir.join(&name).display()
+            ));
+        }
+    }
+    out
 }
 
 fn survey_dir(inbox: &Inbox, dir: &Path, depth: usize, st: &mut InboxStatus) {

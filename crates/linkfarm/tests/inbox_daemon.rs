@@ -176,6 +176,27 @@ fn a_model_folder_made_or_renamed_gets_its_inbox_folder_at_once() {
 }
 
 #[test]
+fn uploads_left_in_a_folder_whose_model_folder_is_gone_are_reported() {
+    // `folders: "*"`: an admin renames models/vae. inbox/vae is no inbox folder any more and
+    // what clients put there is never looked at; status and check must say so.
+    let d = Daemon::start("0");
+    fs::rename(d.p("models/vae"), d.p("models/vae-old")).unwrap();
+    wait_for("inbox/vae-old", 10, || d.p("inbox/vae-old").is_dir());
+    drop_file(
+        &d.p("inbox/vae/late.safetensors"),
+        &safetensors(&["decoder.conv_in.weight"]),
+    );
+    let said =
+        |text: &str| text.contains("inbox/vae: 1 file(s) wait here") && text.contains("models/vae is gone");
+    wait_for("the daemon's status names them", 10, || {
+        said(&fs::read_to_string(d.p("run/state.inboxes.json")).unwrap_or_default())
+    });
+    let (_, out) = cli(&d.p("linkfarm.yaml"), &["check"]);
+    assert!(said(&out), "{out}");
+    assert!(d.p("inbox/vae/late.safetensors").is_file(), "never moved");
+}
+
+#[test]
 fn target_dir_away_and_back_is_noticed_without_any_event() {
     // A volume unmounted for a moment (here: renamed away) while a file is dropped: the pass
     // that the drop starts cannot list target_dir. Its return makes no event in any watched
