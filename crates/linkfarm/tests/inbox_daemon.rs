@@ -15,24 +15,7 @@ fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
     linkfarm_testsupport::wait_for_within(what, Duration::from_secs(secs), f);
 }
 
-fn safetensors(names: &[&str]) -> Vec<u8> {
-    let mut header = String::from("{");
-    for (i, n) in names.iter().enumerate() {
-        if i > 0 {
-            header.push(',');
-        }
-        header.push_str(&format!(
-            r#""{n}":{{"dtype":"F32","shape":[2],"data_offsets":[{},{}]}}"#,
-            i * 8,
-            i * 8 + 8
-        ));
-    }
-    header.push('}');
-    let mut f = (header.len() as u64).to_le_bytes().to_vec();
-    f.extend(header.as_bytes());
-    f.resize(f.len() + names.len() * 8, 7);
-    f
-}
+use linkfarm_testsupport::safetensors;
 
 struct Daemon {
     dir: tempfile::TempDir,

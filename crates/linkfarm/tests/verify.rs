@@ -13,25 +13,7 @@ fn bin() -> Command {
     c
 }
 
-/// A safetensors file with one F32 tensor per name.
-fn safetensors(names: &[&str]) -> Vec<u8> {
-    let mut header = String::from("{");
-    for (i, n) in names.iter().enumerate() {
-        if i > 0 {
-            header.push(',');
-        }
-        header.push_str(&format!(
-            r#""{n}":{{"dtype":"F32","shape":[2],"data_offsets":[{},{}]}}"#,
-            i * 8,
-            i * 8 + 8
-        ));
-    }
-    header.push('}');
-    let mut f = (header.len() as u64).to_le_bytes().to_vec();
-    f.extend(header.as_bytes());
-    f.resize(f.len() + names.len() * 8, 0);
-    f
-}
+use linkfarm_testsupport::safetensors;
 
 /// A protocol-2 pickle that calls os.system (as Linux pickles it: posix.system).
 fn evil_pickle() -> Vec<u8> {
