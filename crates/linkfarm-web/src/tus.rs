@@ -321,6 +321,20 @@ fn owned(app: &App, id: &str, user: &str) -> Result<crate::store::Handle, Respon
     }
 }
 
+/// The signed-in user and their upload `id`, for a request that changes it (PATCH, DELETE):
+/// 401 without a user, 412 without `Tus-Resumable: 1.0.0`, 404 for an upload not theirs.
+async fn request_for(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(String, crate::store::Handle), Response> {
+    let user = authenticate(app, method, headers).await?;
+    check_version(headers)?;
+    let h = owned(app, id, &user)?;
+    Ok((user, h))
+}
+
 /// `HEAD /files/<id>`: the server's offset.
 pub async fn head(
     State(app): State<Arc<App>>,
@@ -358,15 +372,8 @@ pub async fn terminate(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let user = match authenticate(&app, &method, &headers).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_version(&headers) {
-        return r;
-    }
-    let h = match owned(&app, &id, &user) {
-        Ok(h) => h,
+    let (_, h) = match request_for(&app, &method, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Ok(_busy) = h.busy.try_lock() else {
@@ -473,15 +480,8 @@ pub async fn patch(
     UrlPath(id): UrlPath<String>,
     body: Body,
 ) -> Response {
-    let user = match authenticate(&app, &method, &headers).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_version(&headers) {
-        return r;
-    }
-    let h = match owned(&app, &id, &user) {
-        Ok(h) => h,
+    let (user, h) = match request_for(&app, &method, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Ok(_busy) = h.busy.try_lock() else {
