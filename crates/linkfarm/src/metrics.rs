@@ -309,6 +309,24 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// One family with a sample per farm (`name{farm="..."} value`); a farm whose `value` is `None`
+/// has no sample.
+fn per_farm(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    farms: &[FarmSample<'_>],
+    value: impl Fn(&FarmSample<'_>) -> Option<String>,
+) {
+    family(out, name, kind, help);
+    for f in farms {
+        if let Some(v) = value(f) {
+            let _ = writeln!(out, "{name}{{farm=\"{}\"}} {v}", escape(f.name));
+        }
+    }
+}
+
 /// The whole file in the text exposition format.
 pub fn render(
     process: &Process,
@@ -361,34 +379,22 @@ pub fn render(
             );
         }
     }
-    family(
+    per_farm(
         &mut o,
         "linkfarm_farm_links",
         "gauge",
         "Desired links of the farm.",
+        farms,
+        |f| Some(f.links.to_string()),
     );
-    for f in farms {
-        let _ = writeln!(
-            o,
-            "linkfarm_farm_links{{farm=\"{}\"}} {}",
-            escape(f.name),
-            f.links
-        );
-    }
-    family(
+    per_farm(
         &mut o,
         "linkfarm_farm_links_ok",
         "gauge",
         "Desired links of the farm that are right.",
+        farms,
+        |f| Some(f.links_ok.to_string()),
     );
-    for f in farms {
-        let _ = writeln!(
-            o,
-            "linkfarm_farm_links_ok{{farm=\"{}\"}} {}",
-            escape(f.name),
-            f.links_ok
-        );
-    }
     family(
         &mut o,
         "linkfarm_repairs_total",
@@ -406,36 +412,22 @@ pub fn render(
             );
         }
     }
-    family(
+    per_farm(
         &mut o,
         "linkfarm_failures_total",
         "counter",
         "Actions that failed (each is retried with backoff).",
+        farms,
+        |f| Some(f.failures.to_string()),
     );
-    for f in farms {
-        let _ = writeln!(
-            o,
-            "linkfarm_failures_total{{farm=\"{}\"}} {}",
-            escape(f.name),
-            f.failures
-        );
-    }
-    family(
+    per_farm(
         &mut o,
         "linkfarm_last_pass_timestamp_seconds",
         "gauge",
         "When the farm's last pass ended, in seconds since the epoch.",
+        farms,
+        |f| f.last_pass.map(|t| seconds(t).to_string()),
     );
-    for f in farms {
-        if let Some(t) = f.last_pass {
-            let _ = writeln!(
-                o,
-                "linkfarm_last_pass_timestamp_seconds{{farm=\"{}\"}} {}",
-                escape(f.name),
-                seconds(t)
-            );
-        }
-    }
 
     family(
         &mut o,
