@@ -1059,6 +1059,19 @@ fn the_filesystem_probe_is_in_the_state_file_after_start_and_not_redone_by_a_rel
     assert_eq!(d.stop(), 0);
 }
 
+/// No reload was logged as failed; the reload lines are shown when one was.
+#[track_caller]
+fn assert_no_failed_reload(d: &Daemon) {
+    assert!(
+        !d.logged("reload failed"),
+        "{:?}",
+        d.messages()
+            .iter()
+            .filter(|(_, m)| m.contains("reload"))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() {
     let t = Tree::new(&["a", "b"]);
@@ -1082,14 +1095,7 @@ fn a_config_briefly_absent_while_an_editor_replaces_it_is_not_a_failed_reload() 
     std::io::Write::write_all(&mut f, t.config_text("[a, b]", "", "").as_bytes()).unwrap();
     drop(f);
     wait_for("reloaded with the new config", || t.linked("b"));
-    assert!(
-        !d.logged("reload failed"),
-        "{:?}",
-        d.messages()
-            .iter()
-            .filter(|(_, m)| m.contains("reload"))
-            .collect::<Vec<_>>()
-    );
+    assert_no_failed_reload(&d);
     assert_eq!(state(&t)["reload_error"], Value::Null);
     // A config that stays away is reported once the grace has passed; the farm keeps running.
     fs::remove_file(t.cfg()).unwrap();
@@ -1125,14 +1131,7 @@ fn a_rename_of_the_config_seen_only_once_the_new_file_exists_waits_for_it_too() 
     std::io::Write::write_all(&mut f, t.config_text("[a, b]", "", "").as_bytes()).unwrap();
     drop(f);
     wait_for("reloaded with the new config", || t.linked("b"));
-    assert!(
-        !d.logged("reload failed"),
-        "{:?}",
-        d.messages()
-            .iter()
-            .filter(|(_, m)| m.contains("reload"))
-            .collect::<Vec<_>>()
-    );
+    assert_no_failed_reload(&d);
     // A broken config moved into place is still reported, once the grace has passed.
     fs::write(t.root().join("new.yaml"), "version: 1\nfarms: []\n").unwrap();
     fs::rename(t.root().join("new.yaml"), t.cfg()).unwrap();
