@@ -75,19 +75,29 @@ pub struct Routed {
     pub watched_path: bool,
 }
 
+/// Who an event in or at one directory concerns.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Who looks at the names of its children one by one.
+    names: Vec<Id>,
+    /// Who needs a full pass when a child changes.
+    full: Vec<Id>,
+    /// Who needs a full pass when a child changes or a file in it was written.
+    files: Vec<Id>,
+    /// For a wanted directory or any ancestor of one: the reconcilers with a directory at or
+    /// under it (a change of it may have moved that directory).
+    under: Vec<Id>,
+    /// It is a wanted directory or an ancestor of one.
+    watched_path: bool,
+}
+
 /// See the module doc.
 #[derive(Debug, Default)]
 pub struct Router {
     config: PathBuf,
-    /// Directory → who looks at the names of its children one by one.
-    names_in: HashMap<PathBuf, Vec<Id>>,
-    /// Directory → who needs a full pass when a child changes.
-    full_in: HashMap<PathBuf, Vec<Id>>,
-    /// Directory → who needs a full pass when a child changes or a file in it was written.
-    files_in: HashMap<PathBuf, Vec<Id>>,
-    /// A wanted directory or any ancestor of one → the reconcilers with a directory at or under
-    /// it (a change there may have moved that directory).
-    under: HashMap<PathBuf, Vec<Id>>,
+    /// Directory → who its events concern: one lookup for the event's parent, one for the path
+    /// itself (a repair's latency is mostly cold caches, and each map is more of them).
+    dirs: HashMap<PathBuf, Routes>,
     /// Every wanted directory, the config file's among them, and how to watch it.
     wanted: BTreeMap<PathBuf, Watch>,
     queue: BTreeMap<Id, Look>,
@@ -101,11 +111,12 @@ impl Router {
             ..Router::default()
         };
         let config_dir = config.parent().map(Path::to_owned);
-        let add_under = |dir: &Path, id: Option<Id>, under: &mut HashMap<PathBuf, Vec<Id>>| {
+        let add_under = |dir: &Path, id: Option<Id>, dirs: &mut HashMap<PathBuf, Routes>| {
             for a in dir.ancestors() {
-                let ids = under.entry(a.to_owned()).or_default();
-                if let Some(id) = id.filter(|id| !ids.contains(id)) {
-                    ids.push(id);
+                let r = dirs.entry(a.to_owned()).or_default();
+                r.watched_path = true;
+                if let Some(id) = id.filter(|id| !r.under.contains(id)) {
+                    r.under.push(id);
                 }
             }
         };
@@ -115,26 +126,26 @@ impl Router {
         };
         for (id, list) in interests.iter().enumerate() {
             for i in list {
-                let map = match i.role {
-                    Role::Names => &mut r.names_in,
-                    Role::Full => &mut r.full_in,
-                    Role::Files => &mut r.files_in,
+                let routes = r.dirs.entry(i.dir.clone()).or_default();
+                let ids = match i.role {
+                    Role::Names => &mut routes.names,
+                    Role::Full => &mut routes.full,
+                    Role::Files => &mut routes.files,
                     Role::Guard => {
                         // Its own ancestors are the guarded directory's too: `under` has them.
                         want(&mut r.wanted, &i.dir, Watch::Guard);
                         continue;
                     }
                 };
-                let ids = map.entry(i.dir.clone()).or_default();
                 if !ids.contains(&id) {
                     ids.push(id);
                 }
-                add_under(&i.dir, Some(id), &mut r.under);
+                add_under(&i.dir, Some(id), &mut r.dirs);
                 want(&mut r.wanted, &i.dir, Watch::Full);
             }
         }
         if let Some(d) = config_dir {
-            add_under(&d, None, &mut r.under);
+            add_under(&d, None, &mut r.dirs);
             want(&mut r.wanted, &d, Watch::Full);
         }
         r
@@ -155,44 +166,31 @@ impl Router {
 
     /// Routes an event at `path`.
     pub fn event(&mut self, path: &Path, kind: Kind) -> Routed {
-        let reload = path == self.config && config_settled(kind);
-        let under = self.under.get(path);
+        let Router { dirs, queue, .. } = self;
+        let at = dirs.get(path);
         let routed = Routed {
-            reload,
-            watched_path: under.is_some(),
+            reload: path == self.config && config_settled(kind),
+            watched_path: at.is_some_and(|r| r.watched_path),
+        };
+        let Some(parent) = path.parent().and_then(|p| dirs.get(p)) else {
+            if kind != Kind::Written {
+                full_for(queue, at.map_or(&[], |r| &r.under));
+            }
+            return routed;
         };
         if kind == Kind::Written {
             // Only the config and `Files` care; for the others the create event already counted.
-            if let Some(ids) = path.parent().and_then(|p| self.files_in.get(p)) {
-                for id in ids.clone() {
-                    self.full(id);
-                }
-            }
+            full_for(queue, &parent.files);
             return routed;
         }
         // The path is a watched directory or an ancestor: whoever depends on it looks at all.
-        if let Some(ids) = under {
-            for id in ids.clone() {
-                self.full(id);
-            }
-        }
-        let Some(parent) = path.parent() else {
-            return routed;
-        };
-        for map in [&self.full_in, &self.files_in] {
-            if let Some(ids) = map.get(parent) {
-                for id in ids.clone() {
-                    self.queue.insert(id, Look::Full);
-                }
-            }
-        }
-        if let (Some(ids), Some(name)) = (self.names_in.get(parent), path.file_name()) {
+        full_for(queue, at.map_or(&[], |r| &r.under));
+        full_for(queue, &parent.full);
+        full_for(queue, &parent.files);
+        if let (false, Some(name)) = (parent.names.is_empty(), path.file_name()) {
             let gone = matches!(kind, Kind::Removed | Kind::Renamed);
-            for &id in ids {
-                let look = self
-                    .queue
-                    .entry(id)
-                    .or_insert_with(|| Look::Names(Names::default()));
+            for &id in &parent.names {
+                let look = queue.entry(id).or_insert_with(|| Look::Names(Names::default()));
                 if let Look::Names(n) = look {
                     n.all.insert(name.to_owned());
                     if gone {
@@ -219,10 +217,8 @@ impl Router {
     /// A watch was just added at `path`: what happened under it before produced no event, so
     /// whoever has a directory at or under it looks at all.
     pub fn watch_added(&mut self, path: &Path) {
-        if let Some(ids) = self.under.get(path) {
-            for id in ids.clone() {
-                self.full(id);
-            }
+        if let Some(r) = self.dirs.get(path) {
+            full_for(&mut self.queue, &r.under);
         }
     }
 
@@ -234,6 +230,13 @@ impl Router {
     /// The looks queued, in reconciler order; the queue is empty after.
     pub fn take(&mut self) -> BTreeMap<Id, Look> {
         std::mem::take(&mut self.queue)
+    }
+}
+
+/// A full pass for each of `ids`.
+fn full_for(queue: &mut BTreeMap<Id, Look>, ids: &[Id]) {
+    for &id in ids {
+        queue.insert(id, Look::Full);
     }
 }
 
