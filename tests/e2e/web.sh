@@ -3,10 +3,14 @@
 # (create, patch, kill -9 mid-upload and resume, wrong offset, checksum, each early refusal,
 # 20 concurrent uploads, a full tmpfs, expiry after a SIGHUP), then the real daemon (`linkfarm
 # run` as root on the same config) deciding about what came in, the official tus-js-client from
-# npm with a resume, and headless Chromium driving the page, which shows the daemon's decisions
-# (screenshots in $WEB_ARTIFACTS, default target/e2e-web). Prints one PASS/FAIL line per assertion.
+# npm with a resume, and the page in headless browsers, which shows the daemon's decisions:
+# Chromium through playwright-core (network throttling: pause, resume, a restart mid-upload),
+# then Firefox ESR (geckodriver from crates.io) and Chromium (chromedriver) over W3C WebDriver
+# with selenium (screenshots in $WEB_ARTIFACTS, default target/e2e-web). Prints one PASS/FAIL
+# line per assertion.
 #
-# Needs root (to make the service user, mount a tmpfs, install chromium and node packages).
+# Needs root (to make the service user, mount a tmpfs, install the browsers, node and python
+# packages).
 # Set LF=path/to/linkfarm to skip the release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -309,6 +313,70 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
         test -f "$T/models/loras/page-one.safetensors" -a -f "$T/models/loras/page-three.safetensors" \
         -a -f "$T/inbox/_refused/loras/page-two.safetensors.why.txt"
     check "the 200 MiB model is in the models byte for byte" cmp -s "$T/page-one.safetensors" "$T/models/loras/page-one.safetensors"
+fi
+
+echo "--- the page over W3C WebDriver (selenium): Firefox with geckodriver, Chromium with chromedriver"
+if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
+    need_packages firefox-esr:firefox-esr chromedriver:chromium-driver
+    # geckodriver is not packaged in Debian; crates.io has it (Mozilla publishes it there).
+    GECKO=/var/tmp/linkfarm-geckodriver
+    [ -x "$GECKO/bin/geckodriver" ] ||
+        cargo install --quiet --locked geckodriver@0.37.1 --root "$GECKO"
+    SEL=/var/tmp/linkfarm-selenium-venv
+    if ! "$SEL/bin/python3" -c 'import selenium' 2>/dev/null; then
+        # Debian's python3 has the venv module but needs python3-venv for pip in it.
+        rm -rf "$SEL"
+        python3 -m venv "$SEL" 2>/dev/null || { rm -rf "$SEL"; need_packages x:python3-venv; python3 -m venv "$SEL"; }
+        "$SEL/bin/pip" install -q 'selenium>=4.20,<5'
+    fi
+    # webdriver_session BROWSER DRIVER: one run of webdriver.py; the shell's side of it checks
+    # that a paused upload stops growing and kills the service under the resumed one.
+    webdriver_session() {
+        local b=$1 big="$T/wd-$1-big.safetensors" bad="$T/wd-$1-cut.safetensors" c="$T/wd-$1" part size
+        mkdir -p "$c"
+        mk_model "$big" $((400 << 20))
+        mk_model "$bad" 3000000
+        truncate -s -100 "$bad"
+        # The part file of the big upload (the largest in the folder).
+        part_size() { find "$T/inbox/loras" -maxdepth 1 -name '.linkfarm-web.*.part' -printf '%s\n' | sort -n | tail -n1; }
+        (
+            wait_until 120 test -e "$c/paused" || exit 0
+            # Paused: the part file stays the same size for a second, polled.
+            size=$(part_size) still=0
+            for _ in $(seq 300); do
+                sleep 0.1
+                now=$(part_size)
+                if [ "$now" = "$size" ]; then still=$((still + 1)); else size=$now still=0; fi
+                [ $still -ge 10 ] && break
+            done
+            [ $still -ge 10 ] && echo "$size" >"$c/still-at" && touch "$c/still"
+            wait_until 60 test -e "$c/restart-now" || exit 0
+            # Resumed: once bytes flow again, freeze the service (so the upload cannot finish
+            # meanwhile), note how far it got, kill -9 it and start it again.
+            wait_until 60 bash -c "[ \"\$(find '$T/inbox/loras' -maxdepth 1 -name '.linkfarm-web.*.part' -size +$((size / 1024 + 1024))k | head -n1)\" ]"
+            kill -STOP "$(cat "$T/pid")"
+            part_size >"$c/killed-at"
+            kill -9 "$(cat "$T/pid")"
+            start
+            touch "$c/restarted"
+        ) &
+        local helper=$!
+        if "$SEL/bin/python3" tests/e2e/web/webdriver.py "$b" "$2" "$URL" "$big" "$bad" "$ART" "$c" >"$c.log" 2>&1; then
+            pass "$b over WebDriver: login, loras chosen by keyboard, pause and resume by keyboard, the service killed and restarted under the upload, accepted and refused shown ($ART/$b-page.png)"
+        else
+            fail "$b over WebDriver: $(tail -n3 "$c.log")"
+        fi
+        wait "$helper" 2>/dev/null || true
+        PID=$(cat "$T/pid")
+        check "$b: the paused upload stopped growing (at $(cat "$c/still-at" 2>/dev/null) bytes)" test -e "$c/still"
+        check "$b: the service was killed mid-upload (at $(cat "$c/killed-at" 2>/dev/null) of $(stat -c %s "$big") bytes) and the page resumed it: one upload created for it" \
+            test "$(grep 'upload created' "$T/web.log" | grep -c "file=wd-$b-big.safetensors ")" = 1 -a "$(cat "$c/killed-at" 2>/dev/null || echo 0)" -gt 0 \
+            -a "$(cat "$c/killed-at" 2>/dev/null || echo 0)" -lt "$(stat -c %s "$big")"
+        check "$b: the big model is in the models byte for byte" wait_until 60 cmp -s "$big" "$T/models/loras/wd-$b-big.safetensors"
+        check "$b: the cut one is refused with a reason" test -f "$T/inbox/_refused/loras/wd-$b-cut.safetensors.why.txt"
+    }
+    webdriver_session firefox "$GECKO/bin/geckodriver"
+    webdriver_session chromium /usr/bin/chromedriver
 fi
 
 echo "--- SIGHUP reloads; an expired upload's part file is removed within a minute"

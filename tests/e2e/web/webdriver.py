@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The upload page over W3C WebDriver (selenium), in Firefox (geckodriver) or Chromium
+(chromedriver): a wrong password is refused, the right one logs in, `loras` is chosen with the
+keyboard, a big model and a truncated one go in through the file input, the big one is paused
+and resumed with the keyboard, then the service is killed and restarted under it (the shell
+does that when CONTROL_DIR/restart-now appears, and answers with CONTROL_DIR/restarted), and
+the page must finish it on its own. The page then shows one accepted (sha256 and short hash)
+and one refused (the daemon's .why.txt text). Screenshots: BROWSER-*.png in ARTIFACT_DIR.
+
+Usage: webdriver.py firefox|chromium DRIVER URL BIG_FILE TRUNCATED_FILE ARTIFACT_DIR CONTROL_DIR
+"""
+import os
+import re
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.common.action_chains import ActionChains
+
+
+def until(what, f, seconds):
+    end = time.monotonic() + seconds
+    while True:
+        v = f()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def start(browser, driver, art):
+    if browser == "firefox":
+        o = webdriver.FirefoxOptions()
+        o.add_argument("-headless")
+        o.binary_location = "/usr/bin/firefox-esr"
+        s = webdriver.FirefoxService(executable_path=driver, log_output=f"{art}/geckodriver.log")
+        return webdriver.Firefox(options=o, service=s)
+    o = webdriver.ChromeOptions()
+    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"]:
+        o.add_argument(a)
+    o.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(options=o, service=webdriver.ChromeService(executable_path=driver))
+
+
+def main():
+    browser, driver, url, big, bad, art, control = sys.argv[1:]
+    d = start(browser, driver, art)
+    shot = lambda name: d.save_screenshot(f"{art}/{browser}-{name}.png")
+    css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)
+    try:
+        d.set_window_size(1100, 900)
+        d.get(url + "/")
+        shot("login")
+        d.find_element(By.ID, "user").send_keys("alice")
+        d.find_element(By.ID, "password").send_keys("wrong")
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        until("the wrong password's error", lambda: css(".error"), 20)
+        for field, text in [("user", "alice"), ("password", "pw-alice")]:
+            e = d.find_element(By.ID, field)
+            e.clear()
+            e.send_keys(text)
+        d.find_element(By.ID, "password").send_keys(Keys.ENTER)
+        chips = until("the folder chips", lambda: css(".chip"), 20)
+        names = [f"{c.get_attribute('data-inbox')}/{c.get_attribute('data-folder')}" for c in chips]
+        want = names.index("models-inbox/loras")
+        # Keyboard only: focus the first chip, arrow to `loras`, Space chooses it.
+        d.execute_script("arguments[0].focus()", chips[0])
+        keys = ActionChains(d)
+        for _ in range(want):
+            keys.send_keys(Keys.ARROW_RIGHT)
+        keys.send_keys(Keys.SPACE).perform()
+        chosen = css(".chip[aria-checked=true]")
+        got = [f"{c.get_attribute('data-inbox')}/{c.get_attribute('data-folder')}" for c in chosen]
+        assert got == ["models-inbox/loras"], f"the keyboard chose {got}"
+
+        d.find_element(By.ID, "file").send_keys(big + "\n" + bad)
+        name = os.path.basename(big)
+        item = lambda: [i for i in css(".item") if name in i.text]
+        stats = lambda: item()[0].find_element(By.CSS_SELECTOR, ".stats").text
+        until("progress, speed and ETA on the big file", lambda: item() and "ETA" in stats(), 60)
+        shot("uploading")
+        # Pause with the keyboard: focus its Pause button, Enter.
+        pause = item()[0].find_element(By.XPATH, ".//button[starts-with(normalize-space(.), 'Pause')]")
+        d.execute_script("arguments[0].focus()", pause)
+        ActionChains(d).send_keys(Keys.ENTER).perform()
+        until("the big file to show paused", lambda: "paused" in item()[0].get_attribute("class"), 20)
+        paused_at = stats()
+        # The shell checks that the part file has stopped growing.
+        print(f"paused at: {paused_at}", flush=True)
+        open(f"{control}/paused", "w").close()
+        until("the shell to see the part file still", lambda: os.path.exists(f"{control}/still"), 60)
+        resume = item()[0].find_element(By.XPATH, ".//button[starts-with(normalize-space(.), 'Resume')]")
+        d.execute_script("arguments[0].focus()", resume)
+        ActionChains(d).send_keys(Keys.ENTER).perform()
+        # The service goes down under the running upload and comes back.
+        print(f"restart at: {stats()}", flush=True)
+        open(f"{control}/restart-now", "w").close()
+        until("the restart", lambda: os.path.exists(f"{control}/restarted"), 60)
+        until("the big file accepted", lambda: item() and "accepted" in item()[0].get_attribute("class"), 300)
+        until("the truncated file refused", lambda: css(".item.refused"), 120)
+        shot("page")
+        accepted = item()[0].find_element(By.CSS_SELECTOR, ".decision").text
+        refused = css(".item.refused .decision")[0].text
+        assert re.search(r"Accepted · sha256 [0-9a-f]{64} · short hash [0-9a-f]{10}", accepted), \
+            f"accepted text: {accepted}"
+        assert "truncated" in refused, f"refused text: {refused}"
+        print("ok", flush=True)
+    finally:
+        d.quit()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # one line for the shell's FAIL, the rest on stderr
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
