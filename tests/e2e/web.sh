@@ -107,6 +107,12 @@ start() {
         echo "linkfarm web did not start:"; tail -n 20 "$T/web.log"; exit 1
     fi
 }
+# kill_web: kill -9 the service (maybe started by another subshell, so not ours to `wait` for)
+# and wait until its port is free: a start right after can find it still bound.
+kill_web() {
+    kill -9 "$(cat "$T/pid")" 2>/dev/null || true
+    wait_until 20 bash -c "! ss -Hltn 'sport = :$PORT' | grep -q ." || { echo "port $PORT still bound"; exit 1; }
+}
 start
 check "serves on 127.0.0.1 as lfweb" test "$(stat -c %U /proc/$PID)" = lfweb
 
@@ -295,8 +301,7 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
     # (-9) and started again, and the page must resume the upload to completion on its own.
     (
         wait_until 150 test -e "$T/restart-now" || exit 0
-        kill -9 "$(cat "$T/pid")"
-        sleep 1
+        kill_web
         start
         touch "$T/restarted"
     ) &
@@ -356,7 +361,7 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
             wait_until 60 bash -c "[ \"\$(find '$T/inbox/loras' -maxdepth 1 -name '.linkfarm-web.*.part' -size +$((size / 1024 + 1024))k | head -n1)\" ]"
             kill -STOP "$(cat "$T/pid")"
             part_size >"$c/killed-at"
-            kill -9 "$(cat "$T/pid")"
+            kill_web
             start
             touch "$c/restarted"
         ) &
