@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Loopback throughput of one tus upload through `linkfarm web` (64 MiB chunks streamed by curl
-# -T -, chunked) against
-# `cp` + `sync` of the same file to the same disk, plus the server's peak RSS and CPU time.
+# Loopback throughput of a tus upload through `linkfarm web` against `cp` + `sync` of the same
+# file to the same disk, in turn REPS times (default 3; medians), with two clients sending 64 MiB
+# PATCHes (the default max_chunk): dd | curl -T - (chunked), and bench/tus_sendfile.py (one
+# connection, sendfile(2), the least client CPU; on 2 cores the client competes with the
+# server). Plus the server's peak RSS and CPU per GiB.
 # Usage (as root): bench/web-throughput.sh [SIZE_MIB, default 4096]. Set LF to skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,34 +40,59 @@ with open(sys.argv[1], "wb") as f:
         k = min(left, 1 << 24); f.write(os.urandom(k)); left -= k
 PY
 LEN=$(stat -c %s "$T/src.safetensors")
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-cat "$T/src.safetensors" >/dev/null  # both runs read from the page cache
-t0=$(date +%s.%N); cp "$T/src.safetensors" "$T/cp/x"; sync "$T/cp/x"; t1=$(date +%s.%N)
-rm -f "$T/cp/x"
+REPS=${REPS:-3}
 setpriv --reuid=lfweb --regid=lfweb --clear-groups "$LF" -c "$T/c.yaml" web --state-dir "$T/state" 2>"$T/web.log" &
 PID=$!
 wait_until 20 curl -fs -o /dev/null -X OPTIONS "http://127.0.0.1:$PORT/files/"
-meta="filename $(printf x.safetensors | base64 -w0),folder $(printf loras | base64 -w0)"
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+cat "$T/src.safetensors" >/dev/null  # every run reads from the page cache
+now() { date +%s.%N; }
+# upload CLIENT NAME: one tus upload of the file in 64 MiB PATCHes (the default max_chunk);
+# prints the seconds it took. curl: each chunk cut by dd and streamed by curl -T - (chunked);
+# sendfile: bench/tus_sendfile.py, one connection, Content-Length bodies sent with sendfile(2).
+upload() {
+    local t0 t1 id off=0 chunk=$((64 << 20)) meta
+    meta="filename $(printf %s "$2" | base64 -w0),folder $(printf loras | base64 -w0)"
+    t0=$(now)
+    id=$(curl -sS -D - -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $LEN" -H "Upload-Metadata: $meta" -X POST "http://127.0.0.1:$PORT/files/" | tr -d '\r' | sed -n 's|^location: /files/||Ip')
+    if [ "$1" = curl ]; then
+        while [ "$off" -lt "$LEN" ]; do
+            dd if="$T/src.safetensors" iflag=skip_bytes,count_bytes skip="$off" count="$chunk" bs=4M status=none |
+                curl -sS -f -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Offset: $off" \
+                    -H 'Content-Type: application/offset+octet-stream' -X PATCH -T - "http://127.0.0.1:$PORT/files/$id"
+            off=$((off + chunk)); [ "$off" -gt "$LEN" ] && off=$LEN
+        done
+    else
+        python3 bench/tus_sendfile.py 127.0.0.1 "$PORT" "/files/$id" "$T/src.safetensors" "$chunk" u:pw
+    fi
+    t1=$(now)
+    cmp -s "$T/src.safetensors" "$T/inbox/loras/$2" || { echo "FAIL: upload $2 differs" >&2; exit 1; }
+    rm -f "$T/inbox/loras/$2"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+}
+cpt=() curlt=() sft=()
 [ -n "${PERF_OUT:-}" ] && { perf record -g -o "$PERF_OUT" -p "$PID" >/dev/null 2>&1 & PERF=$!; sleep 0.5; }
-t2=$(date +%s.%N)
-id=$(curl -sS -D - -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $LEN" -H "Upload-Metadata: $meta" -X POST "http://127.0.0.1:$PORT/files/" | tr -d '\r' | sed -n 's|^location: /files/||Ip')
-off=0; chunk=$((64 << 20))
-while [ "$off" -lt "$LEN" ]; do
-    dd if="$T/src.safetensors" iflag=skip_bytes,count_bytes skip="$off" count="$chunk" bs=4M status=none |
-        curl -sS -f -o /dev/null -u u:pw -H 'Tus-Resumable: 1.0.0' -H "Upload-Offset: $off" \
-            -H 'Content-Type: application/offset+octet-stream' -X PATCH -T - "http://127.0.0.1:$PORT/files/$id"
-    off=$((off + chunk)); [ "$off" -gt "$LEN" ] && off=$LEN
+# The peers in turn, REPS times: a disk that gets faster or slower affects them alike.
+for r in $(seq "$REPS"); do
+    t0=$(now); cp "$T/src.safetensors" "$T/cp/x"; sync "$T/cp/x"; t1=$(now)
+    rm -f "$T/cp/x"
+    cpt+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+    curlt+=("$(upload curl "c$r.safetensors")")
+    sft+=("$(upload sendfile "s$r.safetensors")")
 done
-t3=$(date +%s.%N)
 [ -n "${PERF_OUT:-}" ] && { kill -INT "$PERF"; wait "$PERF" || true; }
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$PID/stat")
-cmp -s "$T/src.safetensors" "$T/inbox/loras/x.safetensors" || { echo "FAIL: upload differs"; exit 1; }
-python3 - "$t0" "$t1" "$t2" "$t3" "$LEN" "$rss" "$cpu" <<'PY'
-import sys
-t0, t1, t2, t3, n, rss, cpu = map(float, sys.argv[1:])
+python3 - "$LEN" "$rss" "$cpu" "$REPS" "${cpt[*]}" "${curlt[*]}" "${sft[*]}" <<'PY'
+import statistics, sys
+n, rss, cpu, reps = map(float, sys.argv[1:5])
+cp, cu, sf = ([float(x) for x in a.split()] for a in sys.argv[5:8])
 gib = n / 2**30
-cp, up = t1 - t0, t3 - t2
-print(f"size {gib:.2f} GiB: cp+sync {cp:.2f} s ({gib/cp*1024:.0f} MiB/s), tus upload {up:.2f} s ({gib/up*1024:.0f} MiB/s), ratio {cp/up:.2f}x of cp")
-print(f"server peak RSS {rss/1024:.1f} MiB, server CPU {cpu:.2f} s = {cpu/gib:.2f} s/GiB")
+med = statistics.median
+rate = lambda t: f"{gib / t * 1024:.0f} MiB/s"
+print(f"size {gib:.2f} GiB, {int(reps)} rounds, medians (all: cp {cp}, curl {cu}, sendfile {sf}):")
+print(f"  cp + sync       {med(cp):.2f} s ({rate(med(cp))})")
+print(f"  tus, dd | curl  {med(cu):.2f} s ({rate(med(cu))}): {med(cp) / med(cu):.2f}x of cp")
+print(f"  tus, sendfile   {med(sf):.2f} s ({rate(med(sf))}): {med(cp) / med(sf):.2f}x of cp")
+print(f"server peak RSS {rss / 1024:.1f} MiB, server CPU {cpu:.2f} s over {2 * reps * gib:.1f} GiB = {cpu / (2 * reps * gib):.2f} s/GiB")
 PY
