@@ -35,7 +35,7 @@ YAML
         awk -v w="$W" '{printf "L %s/tmpfiles/%s - - - - %s/models/%s\n", w, $1, w, $1}' >"$W/tmpfiles.conf"
 }
 
-PEER_NAMES=("minimal C inotify daemon (limit)" "the same C daemon with linkfarm's safety syscalls"
+PEER_NAMES=("minimal C inotify daemon (limit)" "the same C daemon re-opening link_dir by path (issue-7 SPEC §4)"
     "inotifywait -m + ln -sfn" "inotifywait -m + systemd-tmpfiles --create" "linkfarm run")
 PEER_DIRS=(c cs ln tmpfiles lf)
 declare -A PGID

@@ -2,11 +2,12 @@
  * watch on LINK_DIR; on IN_DELETE or IN_MOVED_FROM of a name it calls symlinkat(TARGET_DIR/name).
  * No config, no checks, no logging: what the kernel allows, not something to run.
  *   usage: mini_daemon [--safe] LINK_DIR TARGET_DIR
- * --safe adds, per event, the syscalls SPEC section 4 costs linkfarm and nothing else: open
+ * --safe adds, per event, the syscalls SPEC section 4 cost linkfarm before its 2026-12-01
+ * amendment (linkfarm now holds link_dir's fd, guarded by watches) and nothing else: open
  * LINK_DIR's parent by path, compare its real path (readlink of /proc/self/fd/N) with the one
  * seen at start-up, open LINK_DIR from it with O_NOFOLLOW, and create the link there with
- * symlinkat on the final name (which fails if anything is there): the syscalls linkfarm makes
- * from the event to the link, no more. It shows what the safety rules cost, apart from linkfarm. */
+ * symlinkat on the final name (which fails if anything is there): the syscalls linkfarm made
+ * from the event to the link, no more. It shows what those rules cost, apart from linkfarm. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <libgen.h>
