@@ -26,6 +26,8 @@ mkdir -p "$ART"
 NODE_DIR=$PWD/target/e2e-web-node
 PID=
 DAEMON=
+# The nftables table that pulls the cable (drops the service's packets) in the WebDriver run.
+NFT=linkfarm_e2e_$$
 cleanup() {
     set +e
     [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null
@@ -33,6 +35,7 @@ cleanup() {
     [ -e "$T/pid" ] && kill -9 "$(cat "$T/pid")" 2>/dev/null
     wait 2>/dev/null
     mountpoint -q "$T/tiny" && umount "$T/tiny"
+    nft delete table inet "$NFT" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -65,7 +68,7 @@ inboxes:
     dir: $T/inbox
     target_dir: $T/models
     accept: [safetensors, gguf]
-    max_size: 512MiB
+    max_size: ${WEB_MAX_SIZE:-512MiB}
     settle: 1s
   - name: tiny
     dir: $T/tiny/inbox
@@ -322,7 +325,7 @@ fi
 
 echo "--- the page over W3C WebDriver (selenium): Firefox with geckodriver, Chromium with chromedriver"
 if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
-    need_packages firefox-esr:firefox-esr chromedriver:chromium-driver
+    need_packages firefox-esr:firefox-esr chromedriver:chromium-driver nft:nftables
     # geckodriver is not packaged in Debian; crates.io has it (Mozilla publishes it there).
     GECKO=/var/tmp/linkfarm-geckodriver
     [ -x "$GECKO/bin/geckodriver" ] ||
@@ -334,20 +337,24 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
         python3 -m venv "$SEL" 2>/dev/null || { rm -rf "$SEL"; need_packages x:python3-venv; python3 -m venv "$SEL"; }
         "$SEL/bin/pip" install -q 'selenium>=4.20,<5'
     fi
-    # webdriver_session BROWSER DRIVER: one run of webdriver.py; the shell's side of it checks
-    # that a paused upload stops growing and kills the service under the resumed one.
+    # The part file of the big upload (the largest in the folder).
+    part_size() { find "$T/inbox/loras" -maxdepth 1 -name '.linkfarm-web.*.part' -printf '%s\n' | sort -n | tail -n1; }
+    # webdriver_session BROWSER DRIVER restart|cable: one run of webdriver.py. The shell's side
+    # checks that the paused upload stops growing, then, once the resumed one flows again,
+    # either kills the service (-9) and starts it again, or pulls the cable: every packet to or
+    # from the service is dropped (nftables) until the page says it noticed, then let through.
     webdriver_session() {
-        local b=$1 big="$T/wd-$1-big.safetensors" bad="$T/wd-$1-cut.safetensors" c="$T/wd-$1" part size
+        local b=$1 mode=$3 big="$T/wd-$1-big.safetensors" bad="$T/wd-$1-cut.safetensors" c="$T/wd-$1"
         mkdir -p "$c"
-        mk_model "$big" $((400 << 20))
+        # WEB_BIG_MIB=10240 WEB_MAX_SIZE=16GiB for the issue's 10 GB upload (not in CI).
+        mk_model "$big" $((${WEB_BIG_MIB:-400} << 20))
         mk_model "$bad" 3000000
         truncate -s -100 "$bad"
-        # The part file of the big upload (the largest in the folder).
-        part_size() { find "$T/inbox/loras" -maxdepth 1 -name '.linkfarm-web.*.part' -printf '%s\n' | sort -n | tail -n1; }
         (
             wait_until 120 test -e "$c/paused" || exit 0
             # Paused: the part file stays the same size for a second, polled.
-            size=$(part_size) still=0
+            local size now still=0
+            size=$(part_size)
             for _ in $(seq 300); do
                 sleep 0.1
                 now=$(part_size)
@@ -356,32 +363,49 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
             done
             [ $still -ge 10 ] && echo "$size" >"$c/still-at" && touch "$c/still"
             wait_until 60 test -e "$c/restart-now" || exit 0
-            # Resumed: once bytes flow again, freeze the service (so the upload cannot finish
-            # meanwhile), note how far it got, kill -9 it and start it again.
+            # Resumed: once bytes flow again, cut the upload off.
             wait_until 60 bash -c "[ \"\$(find '$T/inbox/loras' -maxdepth 1 -name '.linkfarm-web.*.part' -size +$((size / 1024 + 1024))k | head -n1)\" ]"
-            kill -STOP "$(cat "$T/pid")"
-            part_size >"$c/killed-at"
-            kill_web
-            start
+            if [ "$mode" = restart ]; then
+                # Frozen first, so the upload cannot finish between the size and the kill.
+                kill -STOP "$(cat "$T/pid")"
+                part_size >"$c/cut-at"
+                kill_web
+                start
+            else
+                nft -f - <<NFT
+table inet $NFT {
+    chain input {
+        type filter hook input priority -10; policy accept;
+        tcp dport $PORT drop
+        tcp sport $PORT drop
+    }
+}
+NFT
+                part_size >"$c/cut-at"
+                wait_until 120 test -e "$c/noticed"
+                nft delete table inet "$NFT"
+            fi
             touch "$c/restarted"
         ) &
         local helper=$!
-        if "$SEL/bin/python3" tests/e2e/web/webdriver.py "$b" "$2" "$URL" "$big" "$bad" "$ART" "$c" >"$c.log" 2>&1; then
-            pass "$b over WebDriver: login, loras chosen by keyboard, pause and resume by keyboard, the service killed and restarted under the upload, accepted and refused shown ($ART/$b-page.png)"
+        if "$SEL/bin/python3" tests/e2e/web/webdriver.py "$b" "$2" "$URL" "$big" "$bad" "$ART" "$c" "$mode" >"$c.log" 2>&1; then
+            pass "$b over WebDriver: login, loras chosen by keyboard, pause and resume by keyboard, $([ "$mode" = restart ] && echo "the service killed and restarted" || echo "the cable pulled ($(grep -o 'noticed: .*' "$c.log"))") under the upload, accepted and refused shown ($ART/$b-page.png)"
         else
-            fail "$b over WebDriver: $(tail -n3 "$c.log")"
+            fail "$b over WebDriver ($mode): $(tail -n3 "$c.log")"
         fi
         wait "$helper" 2>/dev/null || true
         PID=$(cat "$T/pid")
         check "$b: the paused upload stopped growing (at $(cat "$c/still-at" 2>/dev/null) bytes)" test -e "$c/still"
-        check "$b: the service was killed mid-upload (at $(cat "$c/killed-at" 2>/dev/null) of $(stat -c %s "$big") bytes) and the page resumed it: one upload created for it" \
-            test "$(grep 'upload created' "$T/web.log" | grep -c "file=wd-$b-big.safetensors ")" = 1 -a "$(cat "$c/killed-at" 2>/dev/null || echo 0)" -gt 0 \
-            -a "$(cat "$c/killed-at" 2>/dev/null || echo 0)" -lt "$(stat -c %s "$big")"
-        check "$b: the big model is in the models byte for byte" wait_until 60 cmp -s "$big" "$T/models/loras/wd-$b-big.safetensors"
+        local cut
+        cut=$(cat "$c/cut-at" 2>/dev/null || echo 0)
+        check "$b: cut off mid-upload ($mode at $cut of $(stat -c %s "$big") bytes) and the page resumed it: one upload created for it" \
+            test "$(grep 'upload created' "$T/web.log" | grep -c "file=wd-$b-big.safetensors ")" = 1 -a "$cut" -gt 0 -a "$cut" -lt "$(stat -c %s "$big")"
+        check "$b: the big model is in the models byte for byte" wait_until 120 cmp -s "$big" "$T/models/loras/wd-$b-big.safetensors"
         check "$b: the cut one is refused with a reason" test -f "$T/inbox/_refused/loras/wd-$b-cut.safetensors.why.txt"
+        rm -f "$big" "$T/models/loras/wd-$b-big.safetensors"
     }
-    webdriver_session firefox "$GECKO/bin/geckodriver"
-    webdriver_session chromium /usr/bin/chromedriver
+    webdriver_session firefox "$GECKO/bin/geckodriver" cable
+    webdriver_session chromium /usr/bin/chromedriver restart
 fi
 
 echo "--- SIGHUP reloads; an expired upload's part file is removed within a minute"

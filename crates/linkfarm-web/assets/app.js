@@ -6,6 +6,11 @@
 const CHUNK_MAX = 16 * 1024 * 1024;
 const PARALLEL = 2;
 const RETRY_DELAYS = [1, 2, 4, 8, 15, 30]; // seconds; the last one repeats until it works
+// No byte of a chunk acknowledged for this long: the connection is taken for dead and the upload
+// resumes on a new one. A pulled cable or a lost Wi-Fi drops packets silently, and TCP alone
+// would wait many minutes before it reports an error. (The server's fsync of a chunk at the end
+// takes seconds at most, well within it.)
+const STALL_S = 30;
 const $ = (id) => document.getElementById(id);
 
 let session = null;
@@ -113,11 +118,13 @@ class Upload {
 
   async start() {
     this.state = "uploading";
-    this.update("Starting…");
+    // After a failure the reason stays in view until the upload moves again (a HEAD can hang
+    // for a while on a dead connection).
+    this.update(this.attempt ? `Reconnecting… (${this.why})` : "Starting…");
     try {
       if (!this.url) this.url = localStorage.getItem(this.key);
       if (this.url) {
-        const h = await fetch(this.url, { method: "HEAD", headers: headers(), credentials: "same-origin" });
+        const h = await fetch(this.url, { method: "HEAD", headers: headers(), credentials: "same-origin", signal: AbortSignal.timeout(STALL_S * 1000) });
         if (h.ok) this.offset = parseInt(h.headers.get("Upload-Offset"), 10) || 0;
         else { this.url = null; localStorage.removeItem(this.key); }
       }
@@ -132,7 +139,7 @@ class Upload {
     const meta = [["filename", this.file.name], ["folder", this.target.folder], ["inbox", this.target.inbox]]
       .map(([k, v]) => `${k} ${b64(v)}`).join(",");
     const r = await fetch("/files/", {
-      method: "POST", credentials: "same-origin",
+      method: "POST", credentials: "same-origin", signal: AbortSignal.timeout(STALL_S * 1000),
       headers: headers({ "Upload-Length": String(this.file.size), "Upload-Metadata": meta }),
     });
     if (r.status !== 201) throw { status: r.status, text: await r.text() };
@@ -154,7 +161,13 @@ class Upload {
         xhr.setRequestHeader(k, v);
       }
       const base = this.offset;
-      xhr.upload.onprogress = (ev) => this.tick(base + ev.loaded);
+      let heard = performance.now();
+      let stalled = false;
+      const watchdog = setInterval(() => {
+        if (performance.now() - heard > STALL_S * 1000) { stalled = true; xhr.abort(); }
+      }, 1000);
+      xhr.onloadend = () => clearInterval(watchdog);
+      xhr.upload.onprogress = (ev) => { heard = performance.now(); this.tick(base + ev.loaded); };
       xhr.onload = () => {
         this.xhr = null;
         if (xhr.status === 204) {
@@ -167,7 +180,12 @@ class Upload {
         reject({ status: xhr.status, text: xhr.responseText });
       };
       xhr.onerror = () => { this.xhr = null; reject({ status: 0, text: "network error" }); };
-      xhr.onabort = () => { this.xhr = null; resolve(); };
+      // Aborted by a pause or a cancel (nothing more to do), or by the watchdog (try again).
+      xhr.onabort = () => {
+        this.xhr = null;
+        if (stalled) reject({ status: 0, stalled: true, text: `no progress for ${STALL_S} s` });
+        else resolve();
+      };
       xhr.send(this.file.slice(this.offset, end));
       this.update("Uploading");
     });
@@ -207,7 +225,9 @@ class Upload {
     this.state = "retrying";
     this.speed = 0;
     this.lastTick = null;
-    const why = status === 507 ? "disk full" : status === 429 ? "too many uploads" : status === 0 ? "connection lost" : `server said ${status}`;
+    const lost = e && e.stalled ? text : e && e.name === "TimeoutError" ? `no answer for ${STALL_S} s` : "connection lost";
+    const why = status === 507 ? "disk full" : status === 429 ? "too many uploads" : status === 0 ? lost : `server said ${status}`;
+    this.why = why;
     this.update(`Retrying in ${delay}s (${why})`);
     this.timer = setTimeout(() => { if (this.state === "retrying") this.start(); }, delay * 1000);
   }

@@ -2,12 +2,15 @@
 """The upload page over W3C WebDriver (selenium), in Firefox (geckodriver) or Chromium
 (chromedriver): a wrong password is refused, the right one logs in, `loras` is chosen with the
 keyboard, a big model and a truncated one go in through the file input, the big one is paused
-and resumed with the keyboard, then the service is killed and restarted under it (the shell
-does that when CONTROL_DIR/restart-now appears, and answers with CONTROL_DIR/restarted), and
-the page must finish it on its own. The page then shows one accepted (sha256 and short hash)
+and resumed with the keyboard, then it is cut off (the shell does that when
+CONTROL_DIR/restart-now appears, and answers with CONTROL_DIR/restarted): MODE restart kills
+and restarts the service; MODE cable drops every packet (a pulled network cable) until the page
+shows it noticed the dead connection (this script then writes CONTROL_DIR/noticed). The page
+must finish the upload on its own. The page then shows one accepted (sha256 and short hash)
 and one refused (the daemon's .why.txt text). Screenshots: BROWSER-*.png in ARTIFACT_DIR.
 
 Usage: webdriver.py firefox|chromium DRIVER URL BIG_FILE TRUNCATED_FILE ARTIFACT_DIR CONTROL_DIR
+                    restart|cable
 """
 import os
 import re
@@ -47,7 +50,7 @@ def start(browser, driver, art):
 
 
 def main():
-    browser, driver, url, big, bad, art, control = sys.argv[1:]
+    browser, driver, url, big, bad, art, control, mode = sys.argv[1:]
     d = start(browser, driver, art)
     shot = lambda name: d.save_screenshot(f"{art}/{browser}-{name}.png")
     css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)
@@ -96,11 +99,19 @@ def main():
         resume = item()[0].find_element(By.XPATH, ".//button[starts-with(normalize-space(.), 'Resume')]")
         d.execute_script("arguments[0].focus()", resume)
         ActionChains(d).send_keys(Keys.ENTER).perform()
-        # The service goes down under the running upload and comes back.
-        print(f"restart at: {stats()}", flush=True)
+        # The service goes down (or the cable is pulled) under the running upload.
+        print(f"cut off at: {stats()}", flush=True)
         open(f"{control}/restart-now", "w").close()
-        until("the restart", lambda: os.path.exists(f"{control}/restarted"), 60)
-        until("the big file accepted", lambda: item() and "accepted" in item()[0].get_attribute("class"), 300)
+        if mode == "cable":
+            # No packet gets through: the page must see that no byte moves and try again.
+            said = until("the page to notice the dead connection",
+                         lambda: item() and "no progress" in item()[0].text and item()[0].text, 120)
+            print("noticed: " + next(l for l in said.split("\n") if "no progress" in l), flush=True)
+            shot("cable-out")
+            open(f"{control}/noticed", "w").close()
+        until("the service back", lambda: os.path.exists(f"{control}/restarted"), 150)
+        until("the big file accepted", lambda: item() and "accepted" in item()[0].get_attribute("class"),
+              int(os.environ.get("WD_ACCEPT_TIMEOUT", "300")))
         until("the truncated file refused", lambda: css(".item.refused"), 120)
         shot("page")
         accepted = item()[0].find_element(By.CSS_SELECTOR, ".decision").text
