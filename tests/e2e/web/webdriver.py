@@ -51,6 +51,8 @@ def start(browser, driver, art):
 
 def main():
     browser, driver, url, big, bad, art, control, mode = sys.argv[1:]
+    # The waits that grow with the big file (the shell may cut it off late: WEB_CUT_PERCENT).
+    long = int(os.environ.get("WD_ACCEPT_TIMEOUT", "300"))
     d = start(browser, driver, art)
     shot = lambda name: d.save_screenshot(f"{art}/{browser}-{name}.png")
     css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)
@@ -105,13 +107,12 @@ def main():
         if mode == "cable":
             # No packet gets through: the page must see that no byte moves and try again.
             said = until("the page to notice the dead connection",
-                         lambda: item() and "no progress" in item()[0].text and item()[0].text, 120)
+                         lambda: item() and "no progress" in item()[0].text and item()[0].text, long)
             print("noticed: " + next(l for l in said.split("\n") if "no progress" in l), flush=True)
             shot("cable-out")
             open(f"{control}/noticed", "w").close()
-        until("the service back", lambda: os.path.exists(f"{control}/restarted"), 150)
-        until("the big file accepted", lambda: item() and "accepted" in item()[0].get_attribute("class"),
-              int(os.environ.get("WD_ACCEPT_TIMEOUT", "300")))
+        until("the service back", lambda: os.path.exists(f"{control}/restarted"), long)
+        until("the big file accepted", lambda: item() and "accepted" in item()[0].get_attribute("class"), long)
         until("the truncated file refused", lambda: css(".item.refused"), 120)
         shot("page")
         accepted = item()[0].find_element(By.CSS_SELECTOR, ".decision").text
