@@ -166,4 +166,14 @@ impl Inbox {
         use std::os::unix::ffi::OsStrExt;
         name.as_bytes().starts_with(RESERVED_PREFIX.as_bytes()) || self.exclude.is_match(name)
     }
+
+    /// The name in `dir` that holds the refused folder, when it lies inside the inbox: never an
+    /// inbox folder.
+    pub fn refused_top(&self) -> Option<std::ffi::OsString> {
+        self.refused_dir
+            .strip_prefix(&self.dir)
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_owned())
+    }
 }

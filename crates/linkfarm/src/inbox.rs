@@ -206,12 +206,7 @@ impl Runner {
     /// reported (a finding in `check` and `status`), never moved. Returns the findings and every
     /// such folder (to watch).
     fn orphans(&self, inbox: &Inbox, subdirs: &[std::ffi::OsString]) -> (Vec<String>, Vec<PathBuf>) {
-        let refused_top = inbox
-            .refused_dir
-            .strip_prefix(&inbox.dir)
-            .ok()
-            .and_then(|r| r.components().next())
-            .map(|c| c.as_os_str().to_owned());
+        let refused_top = inbox.refused_top();
         let (mut out, mut watch) = (Vec::new(), Vec::new());
         for name in self.fs.dir_folders() {
             if subdirs.contains(&name) || Some(&name) == refused_top.as_ref() {
@@ -225,12 +220,7 @@ impl Runner {
             };
             let files = self.fs.walk(&f).seen.len();
             if files > 0 {
-                out.push(format!(
-                    "{}: {files} file(s) wait here, but {} is gone, so nothing in it is looked at: \
-                     make the model folder again, or move the files into another folder",
-                    inbox.dir.join(folder).display(),
-                    inbox.target_dir.join(folder).display()
-                ));
+                out.push(orphan_finding(inbox, folder.as_ref(), files));
             }
         }
         (out, watch)
@@ -941,14 +931,19 @@ pub fn survey(inbox: &Inbox) -> InboxStatus {
     st
 }
 
+/// The finding for an orphaned folder `name` of `inbox` holding `files` uploads.
+fn orphan_finding(inbox: &Inbox, name: &std::ffi::OsStr, files: usize) -> String {
+    format!(
+        "{}: {files} file(s) wait here, but {} is gone, so nothing in it is looked at: make the \
+         model folder again, or move the files into another folder",
+        inbox.dir.join(name).display(),
+        inbox.target_dir.join(name).display()
+    )
+}
+
 /// What [`Runner::orphans`] reports, for `check`: read-only, by path.
 fn survey_orphans(inbox: &Inbox, subdirs: &[std::ffi::OsString]) -> Vec<String> {
-    let refused_top = inbox
-        .refused_dir
-        .strip_prefix(&inbox.dir)
-        .ok()
-        .and_then(|r| r.components().next())
-        .map(|c| c.as_os_str().to_owned());
+    let refused_top = inbox.refused_top();
     let Ok(rd) = std::fs::read_dir(&inbox.dir) else {
         return Vec::new();
     };
@@ -965,13 +960,7 @@ fn survey_orphans(inbox: &Inbox, subdirs: &[std::ffi::OsString]) -> Vec<String> 
         let mut files = InboxStatus::default();
         survey_dir(inbox, &e.path(), 0, &mut files);
         if files.pending > 0 {
-            out.push(format!(
-                "{}: {} file(s) wait here, but {} is gone, so nothing in it is looked at: \
-                 make the model folder again, or move the files into another folder",
-                e.path().display(),
-                files.pending,
-                inbox.target_dir.join(&name).display()
-            ));
+            out.push(orphan_finding(inbox, &name, files.pending));
         }
     }
     out

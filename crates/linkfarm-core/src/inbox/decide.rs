@@ -580,12 +580,7 @@ pub fn folders(inbox: &Inbox, target_subdirs: &[OsString]) -> Vec<InboxFolder> {
     if let Some(list) = inbox.explicit() {
         return list.to_vec();
     }
-    let refused = inbox
-        .refused_dir
-        .strip_prefix(&inbox.dir)
-        .ok()
-        .and_then(|r| r.components().next())
-        .map(|c| c.as_os_str().to_owned());
+    let refused = inbox.refused_top();
     let mut out: Vec<InboxFolder> = target_subdirs
         .iter()
         .filter(|n| !inbox.ignores(n) && Some(*n) != refused.as_ref())
