@@ -352,7 +352,9 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
         mk_model "$bad" 3000000
         truncate -s -100 "$bad"
         (
-            wait_until 120 test -e "$c/paused" || exit 0
+            # Each wait ends early once webdriver.py has exited ($c/done).
+            wait_until 120 test -e "$c/paused" -o -e "$c/done"
+            [ -e "$c/done" ] && exit 0
             # Paused: the part file stays the same size for a second, polled.
             local size now still=0
             size=$(part_size)
@@ -363,12 +365,14 @@ if [ -z "${WEB_SKIP_BROWSER:-}" ]; then
                 [ $still -ge 10 ] && break
             done
             [ $still -ge 10 ] && echo "$size" >"$c/still-at" && touch "$c/still"
-            wait_until 60 test -e "$c/restart-now" || exit 0
+            wait_until 60 test -e "$c/restart-now" -o -e "$c/done"
+            [ -e "$c/done" ] && exit 0
             # Resumed: once bytes flow again (and past WEB_CUT_PERCENT of the file, 0 unless
             # set), cut the upload off.
             local at=$((size / 1024 + 1024)) pct=$(( $(stat -c %s "$big") / 1024 * ${WEB_CUT_PERCENT:-0} / 100 ))
             [ "$pct" -gt "$at" ] && at=$pct
-            wait_until 900 bash -c "[ \"\$(find '$T/inbox/loras' -maxdepth 1 -name '.linkfarm-web.*.part' -size +${at}k | head -n1)\" ]"
+            wait_until 900 bash -c "[ -e '$c/done' ] || [ \"\$(find '$T/inbox/loras' -maxdepth 1 -name '.linkfarm-web.*.part' -size +${at}k | head -n1)\" ]"
+            [ -e "$c/done" ] && exit 0
             if [ "$mode" = restart ]; then
                 # Frozen first, so the upload cannot finish between the size and the kill.
                 kill -STOP "$(cat "$T/pid")"
@@ -386,7 +390,8 @@ table inet $NFT {
 }
 NFT
                 part_size >"$c/cut-at"
-                wait_until 120 test -e "$c/noticed"
+                # Plugged back in whatever happens (webdriver.py fails a page that never notices).
+                wait_until "${WD_ACCEPT_TIMEOUT:-300}" test -e "$c/noticed" -o -e "$c/done" || true
                 nft delete table inet "$NFT"
             fi
             touch "$c/restarted"

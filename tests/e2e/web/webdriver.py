@@ -105,10 +105,25 @@ def main():
         print(f"cut off at: {stats()}", flush=True)
         open(f"{control}/restart-now", "w").close()
         if mode == "cable":
-            # No packet gets through: the page must see that no byte moves and try again.
-            said = until("the page to notice the dead connection",
-                         lambda: item() and "no progress" in item()[0].text and item()[0].text, long)
-            print("noticed: " + next(l for l in said.split("\n") if "no progress" in l), flush=True)
+            # No packet gets through: the page must see that nothing moves and try again (its
+            # stall watchdog, a timed-out request or a network error: whichever comes first),
+            # and say so. Every state it shows meanwhile is kept for the failure message.
+            seen = []
+
+            def noticed():
+                state = item()[0].find_element(By.CSS_SELECTOR, ".state").text if item() else ""
+                if state and (not seen or seen[-1][1] != state):
+                    seen.append((round(time.monotonic() - cut, 1), state))
+                return re.match(r"(Retrying|Reconnecting)", state) and state
+
+            cut = time.monotonic()
+            try:
+                said = until("the page to notice the dead connection", noticed, long)
+            except AssertionError as e:
+                shot("cable-failed")
+                raise AssertionError(f"{e}; the page showed {seen}") from None
+            print(f"noticed: {said} (after {seen[-1][0]} s)", flush=True)
+            print(f"the page showed (seconds after the cut, state): {seen}", flush=True)
             shot("cable-out")
             open(f"{control}/noticed", "w").close()
         until("the service back", lambda: os.path.exists(f"{control}/restarted"), long)
@@ -123,6 +138,7 @@ def main():
         print("ok", flush=True)
     finally:
         d.quit()
+        open(f"{control}/done", "w").close()
 
 
 if __name__ == "__main__":
