@@ -35,6 +35,7 @@ cleanup() {
     [ -e "$T/pid" ] && kill -9 "$(cat "$T/pid")" 2>/dev/null
     wait 2>/dev/null
     mountpoint -q "$T/tiny" && umount "$T/tiny"
+    mountpoint -q "$T/tinyx" && umount "$T/tinyx"
     nft delete table inet "$NFT" 2>/dev/null
     rm -rf "$T"
 }
@@ -49,10 +50,16 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 URL=http://127.0.0.1:$PORT
 mkdir -p "$T/etc" "$T/state" "$T/farm/models/x" "$T/farm/links" "$T/log" "$T/daemon"
 for f in loras checkpoints; do mkdir -p "$T/inbox/$f" "$T/models/$f"; done
-mkdir -p "$T/tiny"
+# Two small filesystems to fill: a tmpfs (the page-cache path: tmpfs takes no O_DIRECT) and
+# an ext4 image (whole blocks written directly).
+need_packages mkfs.ext4:e2fsprogs fallocate:util-linux
+mkdir -p "$T/tiny" "$T/tinyx"
 mount -t tmpfs -o size=4m tmpfs "$T/tiny"
-mkdir -p "$T/tiny/inbox/loras" "$T/tiny/models/loras"
-chown -R lfweb:lfweb "$T/inbox" "$T/state" "$T/tiny/inbox"
+truncate -s 16M "$T/tinyx.img"
+mkfs.ext4 -q -F -m 0 -b 4096 -O ^has_journal "$T/tinyx.img"
+mount -o loop "$T/tinyx.img" "$T/tinyx"
+for m in tiny tinyx; do mkdir -p "$T/$m/inbox/loras" "$T/$m/models/loras"; done
+chown -R lfweb:lfweb "$T/inbox" "$T/state" "$T/tiny/inbox" "$T/tinyx/inbox"
 touch "$T/log/uploads.jsonl"
 
 write_config() { # write_config EXPIRE_AFTER
@@ -73,6 +80,11 @@ inboxes:
   - name: tiny
     dir: $T/tiny/inbox
     target_dir: $T/tiny/models
+    max_size: 64MiB
+    settle: 1s
+  - name: tinyx
+    dir: $T/tinyx/inbox
+    target_dir: $T/tinyx/models
     max_size: 64MiB
     settle: 1s
 settings:
@@ -234,19 +246,38 @@ check "a chunk over max_chunk gets 413" test "$(patch "$bid" 0 "$T/big")" = 413
 curl -sS -o /dev/null "${A[@]}" -X DELETE "$URL/files/$bid"
 check "terminated: the part file is removed" test ! -e "$T/inbox/loras/.linkfarm-web.$bid.part"
 
-echo "--- a full disk: 507, and nothing left behind"
-read -r st _ < <(create full.safetensors loras $((7 << 19)) tiny)
-check "creation that would leave less than the reserve gets 507" test "$st" = 507
+echo "--- a full disk: 507, and nothing left behind (tmpfs: through the page cache; ext4: direct writes)"
+avail() { df -B1 --output=avail "$1" | tail -n1 | tr -d ' '; }
 mk_model "$T/small.safetensors" $((2 << 20))
-read -r st tid < <(create small.safetensors loras "$(stat -c %s "$T/small.safetensors")" tiny)
-check "a 2 MiB upload fits the 4 MiB tmpfs at creation" test "$st" = 201
 chunk "$T/small.safetensors" 0 $((1 << 20)) "$T/t1"
-dd if=/dev/zero of="$T/tiny/filler" bs=512K count=5 status=none
-check "a chunk that no longer fits gets 507" test "$(patch "$tid" 0 "$T/t1")" = 507
-check "no partial bytes stay behind, and no final name" test "$(stat -c %s "$T/tiny/inbox/loras/.linkfarm-web.$tid.part")" = 0 -a ! -e "$T/tiny/inbox/loras/small.safetensors"
-rm -f "$T/tiny/filler"
-st=$(patch "$tid" 0 "$T/t1")
-check "once space is freed the same upload goes on ($st)" test "$st" = 204
+full_disk() { # full_disk INBOX MOUNT WHAT
+    local inbox=$1 m=$2 what=$3 st tid slow part
+    read -r st _ < <(create full.safetensors loras "$(avail "$m")" "$inbox")
+    check "$what: creation that would leave less than the reserve gets 507" test "$st" = 507
+    read -r st tid < <(create small.safetensors loras "$(stat -c %s "$T/small.safetensors")" "$inbox")
+    check "$what: a 2 MiB upload fits at creation" test "$st" = 201
+    part="$m/inbox/loras/.linkfarm-web.$tid.part"
+    # Less than a chunk and the reserve left: refused before a byte is written.
+    fallocate -l $(( $(avail "$m") - (3 << 19) )) "$m/filler"
+    check "$what: a chunk that no longer fits gets 507" test "$(patch "$tid" 0 "$T/t1")" = 507
+    check "$what: no partial bytes stay behind, and no final name" test "$(stat -c %s "$part")" = 0 -a ! -e "$m/inbox/loras/small.safetensors"
+    rm -f "$m/filler"
+    # The disk fills while a chunk streams in, after the service checked the free space (it
+    # has the part file open): the write itself fails.
+    patch "$tid" 0 "$T/t1" --limit-rate 128K >"$T/slow.status" &
+    slow=$!
+    wait_until 20 bash -c "ls -l /proc/$PID/fd | grep -qF '$part'"
+    dd if=/dev/zero of="$m/filler" bs=64K status=none 2>/dev/null || true
+    wait "$slow" || true
+    check "$what: a chunk whose write finds the disk full gets 507 ($(cat "$T/slow.status"))" test "$(cat "$T/slow.status")" = 507
+    check "$what: and leaves no partial bytes, no final name" test "$(stat -c %s "$part")" = 0 -a ! -e "$m/inbox/loras/small.safetensors"
+    rm -f "$m/filler"
+    st=$(patch "$tid" 0 "$T/t1")
+    check "$what: once space is freed the same upload goes on ($st)" test "$st" = 204
+    check "$what: its first MiB is there byte for byte" cmp -s "$part" "$T/t1"
+}
+full_disk tiny "$T/tiny" tmpfs
+full_disk tinyx "$T/tinyx" ext4
 
 echo "--- 20 concurrent uploads"
 mk_model "$T/c.safetensors" 700000

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod inbox;
 pub mod meta;
 mod page;
+mod part;
 pub mod server;
 pub mod store;
 pub mod tus;

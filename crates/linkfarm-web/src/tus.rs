@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use linkfarm_formats::FileType;
 use sha1::Digest;
 
 use crate::inbox::{NameVerdict, OnExists};
+use crate::part::PartWriter;
 use crate::server::App;
 use crate::store::{new_id, now, Phase, Upload};
 
@@ -702,137 +703,6 @@ async fn write_failed(id: &str, w: PartWriter, offset: u64, e: &std::io::Error) 
     )
 }
 
-/// Bytes of one batch written at once on the blocking pool: the memory an upload holds.
-const WRITE_BATCH: usize = 1 << 20;
-
-/// Body frames in one batch at most (one `pwritev`; the kernel takes 1,024 iovecs): a client
-/// sending tiny frames cannot make a batch a long list.
-const BATCH_FRAMES: usize = 256;
-
-/// Writes one PATCH's bytes into the part file at its offset and makes them durable. The body's
-/// frames are kept as they came (no copy) and written in batches with one `pwritev` each, off
-/// the async threads; each batch's writeback is started at once, so the fdatasync before the
-/// 204 finds little left to write. (A background fdatasync every 16 MiB was tried to shorten
-/// the final one: no measurable gain on the 2 GiB bench, so it is not here.)
-struct PartWriter {
-    file: Arc<std::fs::File>,
-    start: u64,
-    pos: u64,
-    frames: Vec<Bytes>,
-    /// Bytes in `frames`.
-    pending: usize,
-}
-
-fn joined<T>(r: Result<std::io::Result<T>, tokio::task::JoinError>) -> std::io::Result<T> {
-    r.map_err(std::io::Error::other)?
-}
-
-/// Writes every byte of `frames` at `at` (a `pwritev` may write less than asked).
-fn pwrite_frames(f: &std::fs::File, frames: &[Bytes], mut at: u64) -> std::io::Result<()> {
-    let mut iov: Vec<std::io::IoSlice<'_>> = frames.iter().map(|b| std::io::IoSlice::new(b)).collect();
-    let mut left = &mut iov[..];
-    while !left.is_empty() {
-        let off = i64::try_from(at).map_err(std::io::Error::other)?;
-        let n = nix::sys::uio::pwritev(f, left, off)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        at += n as u64;
-        std::io::IoSlice::advance_slices(&mut left, n);
-    }
-    Ok(())
-}
-
-impl PartWriter {
-    /// Opens the part file, cutting off bytes past `offset`: they were never acknowledged (a
-    /// crash between a write and its record).
-    async fn open(path: std::path::PathBuf, offset: u64) -> std::io::Result<PartWriter> {
-        let file = joined(
-            tokio::task::spawn_blocking(move || {
-                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-                if f.metadata()?.len() != offset {
-                    f.set_len(offset)?;
-                }
-                Ok(f)
-            })
-            .await,
-        )?;
-        Ok(PartWriter {
-            file: Arc::new(file),
-            start: offset,
-            pos: offset,
-            frames: Vec::new(),
-            pending: 0,
-        })
-    }
-
-    /// Bytes received in this PATCH so far.
-    fn written(&self) -> u64 {
-        self.pos - self.start + self.pending as u64
-    }
-
-    async fn push(&mut self, data: Bytes) -> std::io::Result<()> {
-        self.pending += data.len();
-        self.frames.push(data);
-        if self.pending >= WRITE_BATCH || self.frames.len() >= BATCH_FRAMES {
-            self.write_out().await?;
-        }
-        Ok(())
-    }
-
-    async fn write_out(&mut self) -> std::io::Result<()> {
-        if self.frames.is_empty() {
-            return Ok(());
-        }
-        let f = self.file.clone();
-        let frames = std::mem::take(&mut self.frames);
-        let (at, len) = (self.pos, self.pending);
-        self.pending = 0;
-        joined(
-            tokio::task::spawn_blocking(move || {
-                pwrite_frames(&f, &frames, at)?;
-                // Start this batch's writeback now (Linux's POSIX_FADV_DONTNEED writes dirty
-                // pages back without waiting, and drops only clean ones: these stay cached for
-                // the daemon's checks). The disk works while the next batch arrives; measured
-                // in bench/web-throughput.sh. Advisory: an error changes nothing.
-                let _ = nix::fcntl::posix_fadvise(
-                    &*f,
-                    at as i64,
-                    len as i64,
-                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-                );
-                Ok(())
-            })
-            .await,
-        )?;
-        self.pos += len as u64;
-        Ok(())
-    }
-
-    /// Everything pushed is on disk; on an error, the writer comes back for [`Self::discard`].
-    async fn finish(mut self) -> Result<(), (PartWriter, std::io::Error)> {
-        let r = async {
-            self.write_out().await?;
-            let f = self.file.clone();
-            joined(tokio::task::spawn_blocking(move || f.sync_data()).await)
-        }
-        .await;
-        r.map_err(|e| (self, e))
-    }
-
-    /// Drops every byte of this PATCH (a checksum mismatch, a full disk).
-    async fn discard(mut self) {
-        self.frames = Vec::new();
-        let f = self.file.clone();
-        let start = self.start;
-        let _ = tokio::task::spawn_blocking(move || {
-            f.set_len(start)?;
-            f.sync_data()
-        })
-        .await;
-    }
-}
-
 fn u_name(h: &crate::store::Handle) -> String {
     h.get().filename
 }
@@ -937,24 +807,6 @@ pub fn expire_now(app: &App) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_land_at_their_offset_in_order_whatever_their_sizes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("part");
-        std::fs::write(&path, b"keep").unwrap();
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        // Empty frames, one byte, and a frame bigger than a page, as a client may send them.
-        let frames: Vec<Bytes> = [&b""[..], b"a", &[b'b'; 5000], b"", b"cd"]
-            .iter()
-            .map(|b| Bytes::copy_from_slice(b))
-            .collect();
-        pwrite_frames(&f, &frames, 4).unwrap();
-        let mut want = b"keepa".to_vec();
-        want.extend([b'b'; 5000]);
-        want.extend(b"cd");
-        assert_eq!(std::fs::read(&path).unwrap(), want);
-    }
 
     #[test]
     fn headers_of_each_format() {
