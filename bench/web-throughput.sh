@@ -3,7 +3,7 @@
 # file to the same disk, in turn REPS times (default 3; medians), with two clients sending 64 MiB
 # PATCHes (the default max_chunk): dd | curl -T - (chunked), and bench/tus_sendfile.py (one
 # connection, sendfile(2), the least client CPU; on 2 cores the client competes with the
-# server). Plus the server's peak RSS and CPU per GiB.
+# server; each client's own CPU per GiB is printed). Plus the server's peak RSS and CPU per GiB.
 # Usage (as root): bench/web-throughput.sh [SIZE_MIB, default 4096]. Set LF to skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,9 +66,14 @@ upload() {
         python3 bench/tus_sendfile.py 127.0.0.1 "$PORT" "/files/$id" "$T/src.safetensors" "$chunk" u:pw
     fi
     t1=$(now)
+    # The client's own CPU (this subshell's children: dd, curl, python), beside the time: on 2
+    # cores the client competes with the server.
+    local cpu
+    times >"$T/times"  # (not in a pipe: that would be a child with no children)
+    cpu=$(sed -n 2p "$T/times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] } print n }')
     cmp -s "$T/src.safetensors" "$T/inbox/loras/$2" || { echo "FAIL: upload $2 differs" >&2; exit 1; }
     rm -f "$T/inbox/loras/$2"
-    awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+    awk -v a="$t0" -v b="$t1" -v c="$cpu" 'BEGIN { print b - a ":" c }'
 }
 cpt=() curlt=() sft=()
 [ -n "${PERF_OUT:-}" ] && { perf record -g -o "$PERF_OUT" -p "$PID" >/dev/null 2>&1 & PERF=$!; sleep 0.5; }
@@ -86,13 +91,15 @@ cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$PID/stat")
 python3 - "$LEN" "$rss" "$cpu" "$REPS" "${cpt[*]}" "${curlt[*]}" "${sft[*]}" <<'PY'
 import statistics, sys
 n, rss, cpu, reps = map(float, sys.argv[1:5])
-cp, cu, sf = ([float(x) for x in a.split()] for a in sys.argv[5:8])
+cp = [float(x) for x in sys.argv[5].split()]
+cu, sf = ([float(x.split(":")[0]) for x in a.split()] for a in sys.argv[6:8])
+cu_cpu, sf_cpu = ([float(x.split(":")[1]) for x in a.split()] for a in sys.argv[6:8])
 gib = n / 2**30
 med = statistics.median
 rate = lambda t: f"{gib / t * 1024:.0f} MiB/s"
 print(f"size {gib:.2f} GiB, {int(reps)} rounds, medians (all: cp {cp}, curl {cu}, sendfile {sf}):")
 print(f"  cp + sync       {med(cp):.2f} s ({rate(med(cp))})")
-print(f"  tus, dd | curl  {med(cu):.2f} s ({rate(med(cu))}): {med(cp) / med(cu):.2f}x of cp")
-print(f"  tus, sendfile   {med(sf):.2f} s ({rate(med(sf))}): {med(cp) / med(sf):.2f}x of cp")
+print(f"  tus, dd | curl  {med(cu):.2f} s ({rate(med(cu))}): {med(cp) / med(cu):.2f}x of cp; client CPU {med(cu_cpu) / gib:.2f} s/GiB")
+print(f"  tus, sendfile   {med(sf):.2f} s ({rate(med(sf))}): {med(cp) / med(sf):.2f}x of cp; client CPU {med(sf_cpu) / gib:.2f} s/GiB")
 print(f"server peak RSS {rss / 1024:.1f} MiB, server CPU {cpu:.2f} s over {2 * reps * gib:.1f} GiB = {cpu / (2 * reps * gib):.2f} s/GiB")
 PY
