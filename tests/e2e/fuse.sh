@@ -2,7 +2,8 @@
 # SPEC §14 on a real FUSE filesystem without renameat2 flags: Debian's bindfs (1.14) mounted over a
 # temp dir refuses RENAME_NOREPLACE and RENAME_EXCHANGE with EINVAL, as Linux NFS does. On it:
 #   1. the fs crate's tests, hostile races included (LINKFARM_TEST_DIR puts their temp trees on
-#      the mount, and each farm probes the real filesystem);
+#      the mount, and each farm probes the real filesystem), and the web service's part-file
+#      writer (O_DIRECT where a filesystem takes it);
 #   2. the CLI: a link hijacked to /etc is replaced, a client-made folder is adopted, doctor names
 #      the fallback, and the daemon repairs a hijack; the daemon's probe of the filesystem is in
 #      `status --json` (exchange false, the fallback) and in `status`, is logged once, and is
@@ -45,6 +46,14 @@ if LINKFARM_TEST_DIR=$MNT/fs-tests cargo test --locked -p linkfarm-fs --test fs 
     pass "fs crate tests (hostile races included) on FUSE"
 else
     fail "fs crate tests on FUSE"
+fi
+
+# The web service's part-file writer (O_DIRECT where the filesystem takes it) on the mount.
+mkdir -p "$MNT/web-tests"
+if LINKFARM_TEST_DIR=$MNT/web-tests cargo test --locked -p linkfarm-web --lib part:: 2>&1 | tail -n 8; then
+    pass "the web service's part-file writer lands every PATCH byte for byte on FUSE"
+else
+    fail "the web service's part-file writer on FUSE"
 fi
 
 # --- 2. the CLI ----------------------------------------------------------------------------------------

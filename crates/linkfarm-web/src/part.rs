@@ -356,9 +356,14 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
-    /// A directory on a disk filesystem (direct writes) when there is one: /var/tmp, else the
-    /// default temp dir.
+    /// Where the writer's tests run: under `LINKFARM_TEST_DIR` when set (tests/e2e/fuse.sh
+    /// points it at a FUSE mount), else on a disk filesystem (direct writes) when there is
+    /// one: /var/tmp, else the default temp dir.
     fn disk_dir() -> tempfile::TempDir {
+        if let Some(d) = std::env::var_os("LINKFARM_TEST_DIR") {
+            std::fs::create_dir_all(&d).unwrap();
+            return tempfile::tempdir_in(d).unwrap();
+        }
         tempfile::tempdir_in("/var/tmp").unwrap_or_else(|_| tempfile::tempdir().unwrap())
     }
 
@@ -429,7 +434,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn patches_land_byte_for_byte_through_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         assert!(!patches_land(dir.path(), false).await);
     }
 
