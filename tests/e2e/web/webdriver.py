@@ -114,7 +114,9 @@ def main():
                 state = item()[0].find_element(By.CSS_SELECTOR, ".state").text if item() else ""
                 if state and (not seen or seen[-1][1] != state):
                     seen.append((round(time.monotonic() - cut, 1), state))
-                return re.match(r"(Retrying|Reconnecting)", state) and state
+                # A retry for a network reason (not, say, a 409 left from the pause).
+                dead = r"(Retrying|Reconnecting).*\((no progress|no answer|connection lost)"
+                return re.match(dead, state) and state
 
             cut = time.monotonic()
             try:
