@@ -64,6 +64,21 @@ impl Aligned {
     }
 }
 
+/// Kept alive by every write of a PATCH on the blocking pool, the request's own included (the
+/// upload's busy guard): a request dropped with its client releases the upload only once its
+/// last write has landed.
+pub(crate) type Hold = Arc<dyn std::any::Any + Send + Sync>;
+
+/// `spawn_blocking` with the writes' [`Hold`].
+fn blocking<T: Send + 'static>(hold: &Hold, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let hold = hold.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = f();
+        drop(hold);
+        r
+    })
+}
+
 fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
     r.map_err(io::Error::other)?
 }
@@ -123,6 +138,7 @@ enum Path {
 
 /// Writes one PATCH's bytes into the part file at its offset and makes them durable.
 pub(crate) struct PartWriter {
+    hold: Hold,
     file: Arc<File>,
     start: u64,
     received: u64,
@@ -132,13 +148,14 @@ pub(crate) struct PartWriter {
 impl PartWriter {
     /// Opens the part file, cutting off bytes past `offset`: they were never acknowledged (a
     /// crash between a write and its record). Direct writes where the filesystem takes them.
-    pub(crate) async fn open(path: PathBuf, offset: u64) -> io::Result<PartWriter> {
-        Self::open_with(path, offset, true).await
+    /// `hold` is kept alive until the last write of this PATCH has landed.
+    pub(crate) async fn open(path: PathBuf, offset: u64, hold: Hold) -> io::Result<PartWriter> {
+        Self::open_with(path, offset, hold, true).await
     }
 
-    async fn open_with(path: PathBuf, offset: u64, try_direct: bool) -> io::Result<PartWriter> {
+    async fn open_with(path: PathBuf, offset: u64, hold: Hold, try_direct: bool) -> io::Result<PartWriter> {
         let (file, direct, head) = joined(
-            tokio::task::spawn_blocking(move || {
+            blocking(&hold, move || {
                 let f = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
                 if f.metadata()?.len() != offset {
                     f.set_len(offset)?;
@@ -182,6 +199,7 @@ impl PartWriter {
             },
         };
         Ok(PartWriter {
+            hold,
             file: Arc::new(file),
             start: offset,
             received: 0,
@@ -212,7 +230,7 @@ impl PartWriter {
                     d.fill += n;
                     rest = &rest[n..];
                     if d.fill == BATCH {
-                        d.submit(&self.file).await?;
+                        d.submit(&self.file, &self.hold).await?;
                     }
                 }
                 Ok(())
@@ -240,7 +258,7 @@ impl PartWriter {
         let (at, len) = (*pos, *pending);
         *pending = 0;
         joined(
-            tokio::task::spawn_blocking(move || {
+            blocking(&self.hold, move || {
                 pwrite_frames(&f, &frames, at)?;
                 // Start this batch's writeback now (Linux's POSIX_FADV_DONTNEED writes dirty
                 // pages back without waiting, and drops only clean ones), so the disk works
@@ -263,11 +281,11 @@ impl PartWriter {
     pub(crate) async fn finish(mut self) -> Result<(), (PartWriter, io::Error)> {
         let r = async {
             match &mut self.path {
-                Path::Direct(d) => d.finish(&self.file).await?,
+                Path::Direct(d) => d.finish(&self.file, &self.hold).await?,
                 Path::Cached { .. } => self.write_cached().await?,
             }
             let f = self.file.clone();
-            joined(tokio::task::spawn_blocking(move || f.sync_data()).await)
+            joined(blocking(&self.hold, move || f.sync_data()).await)
         }
         .await;
         r.map_err(|e| (self, e))
@@ -282,7 +300,7 @@ impl PartWriter {
         }
         let f = self.file.clone();
         let start = self.start;
-        let _ = tokio::task::spawn_blocking(move || {
+        let _ = blocking(&self.hold, move || {
             f.set_len(start)?;
             f.sync_data()
         })
@@ -293,14 +311,14 @@ impl PartWriter {
 impl Direct {
     /// Hands the full buffer to the disk, once the previous one is written; the next bytes go
     /// into the other buffer meanwhile.
-    async fn submit(&mut self, cached: &Arc<File>) -> io::Result<()> {
+    async fn submit(&mut self, cached: &Arc<File>, hold: &Hold) -> io::Result<()> {
         if let Some(h) = self.disk.take() {
             self.spare = Some(joined(h.await)?);
         }
         let buf = self.buf.take().expect("a buffer between writes");
         self.buf = Some(self.spare.take().unwrap_or_else(Aligned::new));
         let (fd, cached, at) = (self.fd.clone(), cached.clone(), self.base);
-        self.disk = Some(tokio::task::spawn_blocking(move || {
+        self.disk = Some(blocking(hold, move || {
             write_blocks(&fd, &cached, buf.bytes(), at)?;
             Ok(buf)
         }));
@@ -310,14 +328,14 @@ impl Direct {
     }
 
     /// Writes what is left: the whole blocks directly, the partial last one through the cache.
-    async fn finish(&mut self, cached: &Arc<File>) -> io::Result<()> {
+    async fn finish(&mut self, cached: &Arc<File>, hold: &Hold) -> io::Result<()> {
         if let Some(h) = self.disk.take() {
             self.spare = Some(joined(h.await)?);
         }
         let buf = self.buf.take().expect("a buffer between writes");
         let (fd, cached, at, fill) = (self.fd.clone(), cached.clone(), self.base, self.fill);
         let buf = joined(
-            tokio::task::spawn_blocking(move || {
+            blocking(hold, move || {
                 let whole = fill - fill % BLOCK;
                 if whole > 0 {
                     write_blocks(&fd, &cached, &buf.bytes()[..whole], at)?;
@@ -356,6 +374,10 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
+    fn nothing() -> Hold {
+        Arc::new(())
+    }
+
     /// Where the writer's tests run: under `LINKFARM_TEST_DIR` when set (tests/e2e/fuse.sh
     /// points it at a FUSE mount), else on a disk filesystem (direct writes) when there is
     /// one: /var/tmp, else the default temp dir.
@@ -391,7 +413,7 @@ mod tests {
         ];
         let mut direct = false;
         for (i, frames) in sizes.iter().enumerate() {
-            let mut w = PartWriter::open_with(path.clone(), want.len() as u64, try_direct)
+            let mut w = PartWriter::open_with(path.clone(), want.len() as u64, nothing(), try_direct)
                 .await
                 .unwrap();
             direct |= w.is_direct();
@@ -443,8 +465,32 @@ mod tests {
         let dir = disk_dir();
         let path = dir.path().join("part");
         std::fs::write(&path, b"acknowledged, then a crash left this").unwrap();
-        let w = PartWriter::open(path.clone(), 12).await.unwrap();
+        let w = PartWriter::open(path.clone(), 12, nothing()).await.unwrap();
         w.finish().await.map_err(|(_, e)| e).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"acknowledged");
+    }
+
+    /// A PATCH whose request is dropped (its client went away) while a write is on the disk:
+    /// the upload's busy lock comes free only once that write has landed, so the next PATCH
+    /// (which cuts the file back to the recorded offset) never has an old write land after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_busy_lock_outlives_a_dropped_requests_writes() {
+        let dir = disk_dir();
+        for round in 0..20 {
+            let path = dir.path().join(format!("part{round}"));
+            std::fs::write(&path, b"").unwrap();
+            let busy = Arc::new(tokio::sync::Mutex::new(()));
+            let guard = busy.clone().try_lock_owned().unwrap();
+            let mut w = PartWriter::open(path.clone(), 0, Arc::new(guard)).await.unwrap();
+            // One full buffer goes to the disk (not awaited) and one byte stays behind.
+            w.push(Bytes::from(vec![7u8; BATCH + 1])).await.unwrap();
+            drop(w);
+            let _next = busy.lock().await;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                BATCH as u64,
+                "round {round}: the dropped request's write landed before the lock came free"
+            );
+        }
     }
 }

@@ -95,8 +95,10 @@ pub fn is_id(name: &str) -> bool {
 pub struct Entry {
     data: Mutex<Upload>,
     /// Held for the whole of a PATCH, DELETE or expiry, so that a second request to the same
-    /// upload at the same time is refused instead of interleaving.
-    pub busy: tokio::sync::Mutex<()>,
+    /// upload at the same time is refused instead of interleaving. A PATCH's writes on the
+    /// blocking pool hold it too (an owned guard): a request dropped with its client cannot
+    /// have a write land after the next request has started.
+    pub busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Entry {
@@ -116,7 +118,7 @@ pub type Handle = Arc<Entry>;
 fn entry(u: Upload) -> Handle {
     Arc::new(Entry {
         data: Mutex::new(u),
-        busy: tokio::sync::Mutex::new(()),
+        busy: Arc::new(tokio::sync::Mutex::new(())),
     })
 }
 

@@ -485,7 +485,7 @@ pub async fn patch(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(_busy) = h.busy.try_lock() else {
+    let Ok(busy) = h.busy.clone().try_lock_owned() else {
         return err(StatusCode::CONFLICT, "another request is writing this upload");
     };
     let cfg = app.config();
@@ -564,7 +564,7 @@ pub async fn patch(
         _ => {}
     }
     let part = u.part_path();
-    let mut w = match PartWriter::open(part.clone(), offset).await {
+    let mut w = match PartWriter::open(part.clone(), offset, Arc::new(busy)).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!("upload {id}: cannot open {}: {e}", part.display());
