@@ -26,8 +26,8 @@ use axum::body::Bytes;
 use tokio::task::JoinHandle;
 
 /// Direct writes keep to this for their offset, length and buffer address: every logical block
-/// size Linux devices report (512 or 4096) divides it, and it is the page size, so a direct
-/// write never shares a page with the cached tail.
+/// size Linux devices report (512 or 4096) divides it. (Where a page is larger, a direct write
+/// may cover part of a cached page; the kernel writes such a page back and drops it first.)
 const BLOCK: usize = 4096;
 
 /// Bytes of one write, direct or through the page cache. An upload holds at most two of these
