@@ -106,8 +106,9 @@ def main():
         open(f"{control}/restart-now", "w").close()
         if mode == "cable":
             # No packet gets through: the page must see that nothing moves and try again (its
-            # stall watchdog, a timed-out request or a network error: whichever comes first),
-            # and say so. Every state it shows meanwhile is kept for the failure message.
+            # stall watchdog, a timed-out request or a network error: whichever comes first;
+            # Firefox fails the stalled chunk with a network error about 14 s after the cut in
+            # some runs, 2 of 15 here), and say so. Every state it shows meanwhile is kept.
             seen = []
 
             def noticed():
