@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,7 +84,7 @@ fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> 
 }
 
 /// Writes every byte of `frames` at `at` (a `pwritev` may write less than asked).
-pub(crate) fn pwrite_frames(f: &File, frames: &[Bytes], mut at: u64) -> io::Result<()> {
+fn pwrite_frames(f: &File, frames: &[Bytes], mut at: u64) -> io::Result<()> {
     let mut iov: Vec<io::IoSlice<'_>> = frames.iter().map(|b| io::IoSlice::new(b)).collect();
     let mut left = &mut iov[..];
     while !left.is_empty() {
@@ -148,51 +148,63 @@ pub(crate) struct PartWriter {
 impl PartWriter {
     /// Opens the part file, cutting off bytes past `offset`: they were never acknowledged (a
     /// crash between a write and its record). Direct writes where the filesystem takes them.
-    /// `hold` is kept alive until the last write of this PATCH has landed.
+    /// `hold` is kept alive until the last write of this PATCH has landed. The part file lives
+    /// in a folder clients write to: a symlink in its place is refused (`O_NOFOLLOW`), never
+    /// cut or written through, and the direct fd must be the same file as the first.
     pub(crate) async fn open(path: PathBuf, offset: u64, hold: Hold) -> io::Result<PartWriter> {
         Self::open_with(path, offset, hold, true).await
     }
 
     async fn open_with(path: PathBuf, offset: u64, hold: Hold, try_direct: bool) -> io::Result<PartWriter> {
-        let (file, direct, head) = joined(
+        let (file, direct) = joined(
             blocking(&hold, move || {
-                let f = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
-                if f.metadata()?.len() != offset {
+                let open = |flags| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(nix::libc::O_NOFOLLOW | flags)
+                        .open(&path)
+                };
+                let f = open(0)?;
+                let meta = f.metadata()?;
+                if !meta.is_file() {
+                    return Err(io::Error::other("the part file is not a regular file"));
+                }
+                if meta.len() != offset {
                     f.set_len(offset)?;
                 }
-                let direct = if try_direct {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(nix::libc::O_DIRECT)
-                        .open(&path)
-                        .ok()
-                } else {
-                    None
+                let same = |d: &File| {
+                    d.metadata()
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+                };
+                let Some(fd) = try_direct
+                    .then(|| open(nix::libc::O_DIRECT).ok())
+                    .flatten()
+                    .filter(same)
+                else {
+                    return Ok((f, None));
                 };
                 // The acknowledged bytes of the block the PATCH starts in: written again,
                 // whole, with the first direct write.
-                let mut head = None;
-                if direct.is_some() {
-                    let mut buf = Aligned::new();
-                    let base = offset - offset % BLOCK as u64;
-                    let n = (offset - base) as usize;
-                    f.read_exact_at(&mut buf.bytes_mut()[..n], base)?;
-                    head = Some((buf, base, n));
-                }
-                Ok((f, direct, head))
+                let mut buf = Aligned::new();
+                let base = offset - offset % BLOCK as u64;
+                let fill = (offset - base) as usize;
+                f.read_exact_at(&mut buf.bytes_mut()[..fill], base)?;
+                let direct = Direct {
+                    fd: Arc::new(fd),
+                    buf: Some(buf),
+                    spare: None,
+                    base,
+                    fill,
+                    disk: None,
+                };
+                Ok((f, Some(direct)))
             })
             .await,
         )?;
-        let path = match (direct, head) {
-            (Some(fd), Some((buf, base, fill))) => Path::Direct(Direct {
-                fd: Arc::new(fd),
-                buf: Some(buf),
-                spare: None,
-                base,
-                fill,
-                disk: None,
-            }),
-            _ => Path::Cached {
+        let path = match direct {
+            Some(d) => Path::Direct(d),
+            None => Path::Cached {
                 frames: Vec::new(),
                 pending: 0,
                 pos: offset,
@@ -330,7 +342,7 @@ impl Direct {
     /// Writes what is left: the whole blocks directly, the partial last one through the cache.
     async fn finish(&mut self, cached: &Arc<File>, hold: &Hold) -> io::Result<()> {
         if let Some(h) = self.disk.take() {
-            self.spare = Some(joined(h.await)?);
+            joined(h.await)?;
         }
         let buf = self.buf.take().expect("a buffer between writes");
         let (fd, cached, at, fill) = (self.fd.clone(), cached.clone(), self.base, self.fill);
@@ -468,6 +480,29 @@ mod tests {
         let w = PartWriter::open(path.clone(), 12, nothing()).await.unwrap();
         w.finish().await.map_err(|(_, e)| e).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"acknowledged");
+    }
+
+    /// A client (over SMB) puts a symlink where the part file was, pointing at a file the
+    /// service can write: the writer refuses it on both paths, and the file it points at is
+    /// neither cut to the offset nor written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_symlink_in_place_of_the_part_file_is_refused() {
+        let dir = disk_dir();
+        let victim = dir.path().join("someone-else.safetensors");
+        std::fs::write(&victim, b"a model that must stay as it is").unwrap();
+        let part = dir.path().join(".linkfarm-web.x.part");
+        std::os::unix::fs::symlink(&victim, &part).unwrap();
+        for try_direct in [true, false] {
+            let r = PartWriter::open_with(part.clone(), 2, nothing(), try_direct).await;
+            assert!(
+                r.is_err(),
+                "direct: {try_direct}: a symlinked part file was opened"
+            );
+        }
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"a model that must stay as it is"
+        );
     }
 
     /// A PATCH whose request is dropped (its client went away) while a write is on the disk:

@@ -8,6 +8,7 @@
 //! anything; from there the daemon decides. Nothing here ever writes outside `dir/<folder>/`.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -638,7 +639,11 @@ pub async fn patch(
             if u.offset >= need || u.offset == u.length {
                 u.header_checked = true;
                 let mut prefix = vec![0; usize::try_from(need.min(u.offset)).unwrap_or(0)];
-                let read = std::fs::File::open(&part).and_then(|mut f| f.read_exact(&mut prefix));
+                let read = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&part)
+                    .and_then(|mut f| f.read_exact(&mut prefix));
                 let verdict = read
                     .map_err(|e| e.to_string())
                     .and_then(|()| check_header(t, &prefix, u.length));
